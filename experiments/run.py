@@ -1,0 +1,96 @@
+"""Run an experiment: `python -m experiments.run NAME [key=value ...]`.
+
+    python -m experiments.run --list                  every experiment, one line each
+    python -m experiments.run NAME --print-config     the fully resolved config (YAML)
+    python -m experiments.run NAME a.b=c x.y=z        run it with overrides (applied last)
+
+An experiment is a module experiments/NAME.py whose `config()` returns an ExperimentConfig, or a
+dict {arm name: ExperimentConfig} for an ablation. Bad input ends with one line naming the problem
+and exit status 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+from pathlib import Path
+
+from k15.config import ExperimentConfig, apply_overrides, to_yaml
+from k15.errors import ConfigError, K15Error
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent
+NOT_EXPERIMENTS = {"run", "__init__"}
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if p.stem not in NOT_EXPERIMENTS and not p.stem.startswith("_"))
+
+
+def load_experiment(name: str):
+    names = experiment_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean: {', '.join(close)}" if close else "; see --list"
+        raise ConfigError(f"unknown experiment '{name}'{hint}")
+    return importlib.import_module(f"experiments.{name}")
+
+
+def describe(module) -> str:
+    return (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+
+
+def resolve(name: str, overrides: list[str]) -> dict[str, ExperimentConfig]:
+    """{arm: config} with overrides applied and validated; a single-config experiment has one arm ''."""
+    built = load_experiment(name).config()
+    arms = built if isinstance(built, dict) else {"": built}
+    resolved = {}
+    for arm, cfg in arms.items():
+        if not isinstance(cfg, ExperimentConfig):
+            raise ConfigError(f"experiments/{name}.py: config() must return ExperimentConfig or a dict of them")
+        cfg.run.name = f"{name}/{arm}" if arm else name
+        resolved[arm] = apply_overrides(cfg, overrides)
+    return resolved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", help="experiment name (see --list)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        if args.list:
+            for name in experiment_names():
+                print(f"{name:24s} {describe(load_experiment(name))}")
+            return 0
+        if not args.name:
+            parser.error("an experiment name is required (or --list)")
+        arms = resolve(args.name, args.overrides)
+        if args.print_config:
+            for arm, cfg in arms.items():
+                if arm:
+                    print(f"# ---- arm: {arm}")
+                print(to_yaml(cfg), end="")
+            return 0
+        from k15.pipeline import run_pipeline  # heavy imports only when something runs
+        from k15.quiet import quiet_libraries
+        from k15.runs import create_run_dir
+
+        quiet_libraries()
+
+        for arm, cfg in arms.items():
+            run_pipeline(cfg, create_run_dir(cfg))
+        return 0
+    except K15Error as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

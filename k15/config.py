@@ -1,0 +1,287 @@
+"""The typed config schema, and how a config is built: base -> presets -> experiment -> overrides.
+
+An experiment (a file in experiments/) returns an `ExperimentConfig` built with `base(...)`, which
+loads the YAML presets of configs/ (model sizes, trainer presets). Command-line `key=value`
+overrides apply last through `apply_overrides`. OmegaConf does the type checking and coercion;
+this module turns its complaints into one-line errors that name the key and the closest valid keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from k15.errors import ConfigError
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+STAGES = ("pretrain", "sft", "eval")
+PRESET_GROUPS = ("model", "trainer")
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # set by the runner: the experiment (and arm) name
+    dir: str | None = None  # default: <root>/<name>/<timestamp>
+    root: str = "runs"
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+
+@dataclass
+class ModelConfig:
+    family: str = "llama"  # llama | qwen2 (transformers classes)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 512
+    max_seq_len: int = 128
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    init_from: str | None = None  # a local HF checkpoint dir; when set, the size fields are ignored
+    tokenizer: str | None = None  # a local HF tokenizer dir; default: the synthetic-world tokenizer
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic text world: chains of single-digit +/- operations, level = number of ops."""
+
+    min_level: int = 1
+    max_level: int = 6
+    heldout_fraction: float = 0.1  # share of all problems reserved for evaluation (split by hash)
+    error_rate: float = 0.1  # long CoT: chance that a step is first written wrong, then corrected
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class PretrainConfig:
+    max_steps: int = 800
+    batch_size: int = 32  # packed rows per step
+    seq_len: int = 128
+    num_documents: int = 60000
+    mix_raw: float = 0.4  # bare equations "3+4-2=5"
+    mix_short: float = 0.3  # prompt + short answer
+    mix_long: float = 0.3  # prompt + long chain of thought
+    data_path: str | None = None  # a text file (one document per line) instead of the synthetic corpus
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class SFTConfig:
+    max_steps: int = 300
+    batch_size: int = 128
+    num_examples: int = 30000
+    long_fraction: float = 0.5  # share of long-CoT traces; 1.0 is the paper's long-CoT warm-up set
+    data_path: str | None = None  # JSONL of {"prompt", "response"} instead of the synthetic world
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
+
+
+@dataclass
+class EvalConfig:
+    models: list[str] = field(default_factory=lambda: ["sft"])  # stage names whose models to evaluate
+    problems_per_level: int = 64
+    samples_per_problem: int = 4  # pass@1 is the mean over these samples
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+    batch_size: int = 256
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 200
+    sample_every_n_steps: int = 200  # log a few greedy generations as text
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a config
+
+
+def base(model: str = "tiny", trainer: str = "cpu") -> ExperimentConfig:
+    """The default config with the named presets of configs/model and configs/trainer applied."""
+    cfg = ExperimentConfig()
+    apply_preset(cfg, "model", model)
+    apply_preset(cfg, "trainer", trainer)
+    return cfg
+
+
+def preset_names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS_DIR / group).glob("*.yaml"))
+
+
+def apply_preset(cfg: ExperimentConfig, group: str, name: str) -> None:
+    """Replace section `group` by its defaults updated with configs/<group>/<name>.yaml."""
+    path = CONFIGS_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {group} preset '{name}'; available: {', '.join(preset_names(group))}")
+    values = yaml.safe_load(path.read_text()) or {}
+    section = type(getattr(cfg, group))()
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(section), values)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {_first_line(exc)}") from None
+    setattr(cfg, group, OmegaConf.to_object(merged))
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply `key=value` overrides (YAML values, coerced to the schema's types) and validate."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        if key in PRESET_GROUPS and "." not in raw:
+            apply_preset(cfg, key, raw)
+    node = _structured(cfg)
+    valid = all_keys(cfg)
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if key in PRESET_GROUPS:
+            continue
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f"; did you mean: {', '.join(close)}" if close else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            OmegaConf.update(node, key, value, merge=False)
+        except OmegaConfBaseException:
+            raise ConfigError(
+                f"config key '{key}' expects {_type_name(cfg, key)}, got {raw!r}"
+            ) from None
+    result = OmegaConf.to_object(node)
+    validate(result)
+    return result
+
+
+def all_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included (e.g. 'sft', 'sft.optim.lr')."""
+    keys = []
+    for f in fields(obj):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            keys.extend(all_keys(value, key + "."))
+    return keys
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_yaml(path: str | Path) -> ExperimentConfig:
+    """Load a saved (resolved) config, e.g. a run directory's config.yaml."""
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(path))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {_first_line(exc)}") from None
+    return OmegaConf.to_object(node)
+
+
+def _structured(cfg: ExperimentConfig):
+    """The config as a typed OmegaConf node; this is also where an experiment's own wrong types show."""
+    try:
+        return OmegaConf.structured(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"invalid experiment config at '{key}': {_first_line(exc)}") from None
+
+
+def _type_name(cfg: Any, key: str) -> str:
+    *parents, leaf = key.split(".")
+    obj = cfg
+    for p in parents:
+        obj = getattr(obj, p)
+    annotation = {f.name: f.type for f in fields(obj)}[leaf]
+    return str(annotation).replace("typing.", "")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Values that type-check but make no sense
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    for stage in cfg.stages:
+        need(stage in STAGES, f"stages: unknown stage '{stage}' (known: {', '.join(STAGES)})")
+    m = cfg.model
+    need(m.family in ("llama", "qwen2"), f"model.family must be llama or qwen2, got '{m.family}'")
+    for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_seq_len"):
+        need(getattr(m, name) > 0, f"model.{name} must be > 0, got {getattr(m, name)}")
+    need(m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size must be divisible by model.num_heads")
+    need(m.num_heads % max(m.num_kv_heads, 1) == 0, "model.num_heads must be divisible by model.num_kv_heads")
+    w = cfg.world
+    need(1 <= w.min_level <= w.max_level <= 9, f"world levels need 1 <= min_level <= max_level <= 9, got {w.min_level}..{w.max_level}")
+    need(0.0 < w.heldout_fraction < 1.0, f"world.heldout_fraction must be in (0, 1), got {w.heldout_fraction}")
+    need(0.0 <= w.error_rate < 1.0, f"world.error_rate must be in [0, 1), got {w.error_rate}")
+    for stage in ("pretrain", "sft"):
+        s = getattr(cfg, stage)
+        need(s.max_steps > 0, f"{stage}.max_steps must be > 0, got {s.max_steps}")
+        need(s.batch_size > 0, f"{stage}.batch_size must be > 0, got {s.batch_size}")
+        need(s.optim.lr > 0 and math.isfinite(s.optim.lr), f"{stage}.optim.lr must be > 0, got {s.optim.lr}")
+        need(0.0 <= s.optim.min_lr_ratio <= 1.0, f"{stage}.optim.min_lr_ratio must be in [0, 1]")
+        need(s.optim.warmup_steps >= 0, f"{stage}.optim.warmup_steps must be >= 0")
+    p = cfg.pretrain
+    need(p.seq_len > 1, f"pretrain.seq_len must be > 1, got {p.seq_len}")
+    need(min(p.mix_raw, p.mix_short, p.mix_long) >= 0 and p.mix_raw + p.mix_short + p.mix_long > 0,
+         "pretrain.mix_* weights must be >= 0 and not all zero")
+    need(0.0 <= cfg.sft.long_fraction <= 1.0, f"sft.long_fraction must be in [0, 1], got {cfg.sft.long_fraction}")
+    e = cfg.eval
+    for name in ("problems_per_level", "samples_per_problem", "max_new_tokens", "batch_size"):
+        need(getattr(e, name) > 0, f"eval.{name} must be > 0, got {getattr(e, name)}")
+    need(e.temperature >= 0, f"eval.temperature must be >= 0, got {e.temperature}")
+    trained_before_eval = cfg.stages[: cfg.stages.index("eval")] if "eval" in cfg.stages else []
+    for name in e.models if "eval" in cfg.stages else []:
+        need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval")
+    t = cfg.trainer
+    need(t.devices > 0 and t.num_nodes > 0, "trainer.devices and trainer.num_nodes must be > 0")
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else "; ".join(problems))

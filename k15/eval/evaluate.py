@@ -1,0 +1,134 @@
+"""Held-out evaluation: pass@1 per difficulty level and mean tokens per answer.
+
+pass@1 at a level is the mean reward over `samples_per_problem` samples of each held-out problem at
+`temperature`; the overall pass@1 is the mean over levels, so every level weighs the same.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from k15.config import EvalConfig, WorldConfig
+from k15.rewards.rule import verify
+from k15.synthetic.arithmetic import Problem, heldout_set
+from k15.synthetic.corpus import world_levels
+from k15.tokenizer import prompt_ids, stop_token_ids
+
+
+@dataclass
+class LevelResult:
+    pass_at_1: float
+    mean_tokens: float
+    long_share: float  # fraction of answers that think first (long CoT)
+    samples: int
+
+
+@dataclass
+class EvalResult:
+    levels: dict[int, LevelResult]
+    examples: list[str] = field(default_factory=list)  # a few responses, for reading
+
+    @property
+    def pass_at_1(self) -> float:
+        return sum(r.pass_at_1 for r in self.levels.values()) / len(self.levels)
+
+    @property
+    def mean_tokens(self) -> float:
+        total = sum(r.mean_tokens * r.samples for r in self.levels.values())
+        return total / sum(r.samples for r in self.levels.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "pass@1": round(self.pass_at_1, 4),
+            "mean_tokens": round(self.mean_tokens, 2),
+            "levels": {
+                str(level): {
+                    "pass@1": round(r.pass_at_1, 4),
+                    "mean_tokens": round(r.mean_tokens, 2),
+                    "long_share": round(r.long_share, 4),
+                    "samples": r.samples,
+                }
+                for level, r in sorted(self.levels.items())
+            },
+        }
+
+
+@torch.no_grad()
+def hf_sample(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+) -> list[list[int]]:
+    """Responses (token ids, up to and including the stop token) with HF `generate`, left-padded batches."""
+    torch.manual_seed(seed)
+    stops = stop_token_ids(tok)
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(chunk):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
+        gen = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+            eos_token_id=stops, pad_token_id=tok.pad_token_id, **sampling,
+        )
+        for row in gen[:, width:].tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            out.append(row[:cut])
+    return out
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    world: WorldConfig,
+    cfg: EvalConfig,
+    seed: int,
+    problems: list[Problem] | None = None,
+) -> EvalResult:
+    problems = problems or heldout_set(world_levels(world), cfg.problems_per_level, world.heldout_fraction, world.seed)
+    was_training = model.training
+    model.eval()
+    prompts = [prompt_ids(tok, p.prompt) for p in problems for _ in range(cfg.samples_per_problem)]
+    responses = hf_sample(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed)
+    model.train(was_training)
+
+    rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)
+    examples = []
+    flat = [p for p in problems for _ in range(cfg.samples_per_problem)]
+    for i, (problem, ids) in enumerate(zip(flat, responses)):
+        text = tok.decode(ids)
+        verdict = verify(text, problem.answer)
+        rewards[problem.level].append(verdict.reward)
+        lengths[problem.level].append(len(ids))
+        longs[problem.level].append(float("<think>" in text))
+        if i % (cfg.samples_per_problem * max(1, len(problems) // 12)) == 0:
+            examples.append(f"[{verdict.reason}] {problem.prompt}{text}   (answer {problem.answer})")
+    mean = lambda xs: sum(xs) / len(xs)
+    levels = {
+        level: LevelResult(mean(rewards[level]), mean(lengths[level]), mean(longs[level]), len(rewards[level]))
+        for level in sorted(rewards)
+    }
+    return EvalResult(levels, examples)
+
+
+def sample_problems_for_logging(world: WorldConfig, n: int = 6) -> list[str]:
+    """A few held-out prompts across levels, to watch generations during training."""
+    levels = list(world_levels(world))
+    picked = heldout_set(world_levels(world), 1, world.heldout_fraction, world.seed + 7)
+    rng = random.Random(0)
+    rng.shuffle(picked)
+    return [p.prompt for p in sorted(picked[:n], key=lambda p: p.level)] if levels else []

@@ -1,0 +1,101 @@
+"""What pretraining and SFT share: a causal LM trained on next-token loss, its optimizer and logging."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from k15.config import OptimConfig
+from k15.tokenizer import prompt_ids, stop_token_ids
+
+
+def warmup_cosine(optim: OptimConfig, max_steps: int):
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class CausalLMModule(L.LightningModule):
+    """Subclasses turn their batch into (input_ids, labels, attention_mask) with `inputs`."""
+
+    stage_name = "lm"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tok: PreTrainedTokenizerBase,
+        optim: OptimConfig,
+        max_steps: int,
+        sample_prompts: list[str] = (),
+        sample_every_n_steps: int = 0,
+    ):
+        super().__init__()
+        self.model, self.tok, self.optim, self.max_steps = model, tok, optim, max_steps
+        self.sample_prompts = list(sample_prompts)
+        self.sample_every_n_steps = sample_every_n_steps
+        self._step_started = 0.0
+
+    def inputs(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        inputs = self.inputs(batch)
+        loss = self.model(**inputs).loss
+        self.log("train/loss", loss, prog_bar=True)
+        self._tokens = int((inputs["labels"] != -100).sum())  # tokens trained on, for tokens/s
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        seconds = time.perf_counter() - self._step_started
+        self.log("perf/tokens_per_s", self._tokens / max(seconds, 1e-9))
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        step = self.global_step
+        if self.sample_every_n_steps and self.sample_prompts and step % self.sample_every_n_steps == 0:
+            self.log_samples(step)
+
+    def on_train_end(self):
+        self.log_samples(self.global_step)
+
+    @torch.no_grad()
+    def log_samples(self, step: int) -> None:
+        """A few greedy generations as text in TensorBoard, to read what the model writes."""
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_text") or not self.sample_prompts:
+            return
+        was_training = self.model.training
+        self.model.eval()
+        lines = []
+        for prompt in self.sample_prompts:
+            ids = torch.tensor([prompt_ids(self.tok, prompt)], device=self.device)
+            out = self.model.generate(
+                ids, max_new_tokens=64, do_sample=False, eos_token_id=stop_token_ids(self.tok),
+                pad_token_id=self.tok.pad_token_id,
+            )
+            lines.append(f"    {prompt}{self.tok.decode(out[0, ids.shape[1]:])}")
+        experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
+        self.model.train(was_training)
+
+    def configure_optimizers(self):
+        o = self.optim
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(o, self.max_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,113 @@
+"""The staged pipeline: pretrain -> SFT -> eval, each stage starting from the previous one's export.
+
+Every training stage exports its model in Hugging Face format to RUN/<stage>/model; that directory
+is the next stage's starting point and what evaluation loads. `model.init_from` starts the chain
+from a user's checkpoint instead of a fresh model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from k15.config import ExperimentConfig
+from k15.data.pretrain import TextPretrainDataModule
+from k15.data.sft import SFTDataModule
+from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
+from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
+from k15.modules.pretrain import PretrainModule
+from k15.modules.sft import SFTModule
+from k15.runs import Summary
+from k15.trainer import make_trainer, stage_logger
+
+console = Console(stderr=True)
+
+
+def run_pipeline(cfg: ExperimentConfig, run_dir: Path) -> dict:
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    summary = Summary(run_dir)
+    exports: dict[str, Path] = {}
+    current: Path | None = None
+    for stage in cfg.stages:
+        started = time.perf_counter()
+        console.rule(f"[bold]{cfg.run.name}: {stage}")
+        if stage == "pretrain":
+            current = train_pretrain(cfg, run_dir, current)
+            exports[stage] = current
+        elif stage == "sft":
+            current = train_sft(cfg, run_dir, current)
+            exports[stage] = current
+        elif stage == "eval":
+            run_eval(cfg, run_dir, exports, summary)
+        summary.stage(stage, wall_s=round(time.perf_counter() - started, 1))
+    console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
+    return summary.data
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | None, module_cls, make_data, stage_cfg) -> Path:
+    L.seed_everything(cfg.run.seed, verbose=False)
+    model, tok = load_model_and_tokenizer(cfg.model, init_from)
+    model.train()  # from_pretrained returns a model in eval mode
+    console.print(f"{stage}: {num_parameters(model) / 1e6:.2f}M parameters, from {init_from or cfg.model.init_from or 'scratch'}")
+    stage_dir = run_dir / stage
+    module = module_cls(
+        model, tok, stage_cfg.optim, stage_cfg.max_steps,
+        sample_prompts=sample_problems_for_logging(cfg.world),
+        sample_every_n_steps=cfg.trainer.sample_every_n_steps,
+    )
+    trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), stage_cfg.max_steps, stage_cfg.optim.grad_clip)
+    trainer.fit(module, datamodule=make_data(tok))
+    return export(model, tok, stage_dir / "model")
+
+
+def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+    data = lambda tok: TextPretrainDataModule(tok, cfg.pretrain, cfg.world, cfg.run.seed)
+    return _train(cfg, run_dir, "pretrain", init_from, PretrainModule, data, cfg.pretrain)
+
+
+def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+    data = lambda tok: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len)
+    return _train(cfg, run_dir, "sft", init_from, SFTModule, data, cfg.sft)
+
+
+def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:
+    results = {}
+    logger = stage_logger(run_dir, "eval")
+    for name in cfg.eval.models:
+        model, tok = load_model_and_tokenizer(cfg.model, exports[name])
+        result = evaluate(model, tok, cfg.world, cfg.eval, seed=cfg.run.seed)
+        results[name] = result
+        summary.eval(name, result.to_dict())
+        writer = logger.experiment
+        writer.add_scalar(f"eval/{name}/pass@1", result.pass_at_1, 0)
+        writer.add_scalar(f"eval/{name}/mean_tokens", result.mean_tokens, 0)
+        for level, r in result.levels.items():
+            writer.add_scalar(f"eval/{name}/pass@1_level{level}", r.pass_at_1, 0)
+        writer.add_text(f"eval/{name}/examples", "\n".join(f"    {e}" for e in result.examples), 0)
+    logger.finalize("success")
+    console.print(results_table(results, cfg.eval.temperature))
+    return results
+
+
+def results_table(results: dict[str, EvalResult], temperature: float) -> Table:
+    levels = sorted({level for r in results.values() for level in r.levels})
+    table = Table(title=f"held-out pass@1 (T={temperature:g}) and mean tokens per answer")
+    table.add_column("model")
+    for level in levels:
+        table.add_column(f"L{level}", justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("long CoT", justify="right")
+    for name, r in results.items():
+        long_share = sum(x.long_share * x.samples for x in r.levels.values()) / sum(x.samples for x in r.levels.values())
+        table.add_row(
+            name, *(f"{r.levels[level].pass_at_1:.1%}" for level in levels),
+            f"{r.pass_at_1:.1%}", f"{r.mean_tokens:.1f}", f"{long_share:.0%}",
+        )
+    return table

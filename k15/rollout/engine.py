@@ -1,0 +1,383 @@
+"""Batched rollout engine: our own inference path for Llama/Qwen2-family policies.
+
+Why not `model.generate()`: on a training model it is slow (per-step Python overhead, growing cache,
+mask rebuilding) and deadlocks under FSDP. This engine keeps its own copy of the weights in a few
+fused, contiguous tensors (so a weight sync is one explicit, timed step) and decodes with a KV cache
+that is allocated once at a fixed size, so no step ever allocates a new cache shape.
+
+Layout decisions (each measured or needed for exactness, see benchmarks/RESULTS.md):
+- q/k/v are one matrix and gate/up one matrix: one GEMM instead of three/two per layer.
+- Rotary embeddings are applied as a complex multiply. The rows of Wq/Wk are permuted within each
+  head so that HF's (i, i + d/2) rotation pairs become adjacent (re, im) pairs. q and k get the same
+  permutation, so q.k — the only thing attention uses them for — is unchanged.
+- Prompts are left-padded, so every row writes the same cache column at each step; each row's
+  rotary positions start at 0 at its first real token, exactly like HF on the unpadded prompt.
+- Rows that finish are compacted out of the batch once at most half are still running.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from k15.rollout.sampling import SamplingParams, sample_next
+
+__all__ = ["RolloutEngine", "RolloutOutput", "SamplingParams"]
+
+
+@dataclass
+class RolloutOutput:
+    tokens: list[list[int]]  # generated ids per sequence (includes the stop token when it stopped)
+    logprobs: list[list[float]]  # log p(token) at temperature 1, no top-p (what the RL loss needs)
+    finish_reasons: list[str]  # "stop" or "length"
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """The shape facts of a Llama/Qwen2 decoder, read from its config."""
+
+    num_layers: int
+    hidden: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    rms_eps: float
+
+    @classmethod
+    def from_config(cls, config: transformers.PretrainedConfig) -> _Arch:
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise NotImplementedError(f"only SwiGLU (silu) MLPs are supported, got {config.hidden_act}")
+        if getattr(config, "use_sliding_window", False) and "sliding_attention" in (config.layer_types or []):
+            raise NotImplementedError("sliding-window attention layers are not supported")
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return cls(
+            num_layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            head_dim=head_dim,
+            intermediate=config.intermediate_size,
+            vocab=config.vocab_size,
+            rms_eps=config.rms_norm_eps,
+        )
+
+
+def rope_table(config: transformers.PretrainedConfig, head_dim: int, max_seq_len: int) -> torch.Tensor:
+    """cos + i*sin for every position, [max_seq_len, head_dim // 2] complex64.
+
+    transformers 5.x keeps `rope_theta` (and the scaling type) in `config.rope_parameters`; the
+    frequencies and the cos/sin are computed in fp32 exactly as HF's rotary module does.
+    """
+    rope = dict(getattr(config, "rope_parameters", None) or {})
+    rope_type = rope.get("rope_type", "default")
+    if rope_type == "default":
+        theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        scaling = 1.0
+    elif rope_type in ("dynamic", "longrope"):
+        # Their frequencies depend on the current sequence length; a fixed table would be wrong.
+        raise NotImplementedError(f"rope_type={rope_type!r} is not supported")
+    else:
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+        inv_freq = inv_freq.float()
+    freqs = torch.arange(max_seq_len, dtype=torch.float)[:, None] * inv_freq[None, :]
+    return torch.complex(freqs.cos() * scaling, freqs.sin() * scaling)
+
+
+def _rope_pair_permutation(head_dim: int) -> torch.Tensor:
+    """Row order that puts HF's rotation partners (i, i + d/2) next to each other."""
+    half = head_dim // 2
+    return torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+
+
+@dataclass
+class _Layer:
+    """Views into the engine's stacked weight buffers for one decoder layer."""
+
+    attn_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [(heads + 2 * kv_heads) * head_dim, hidden], q/k rows rope-permuted
+    qkv_bias: torch.Tensor | None
+    o_t: torch.Tensor  # [heads * head_dim, hidden] (transposed view, for addmm with the residual)
+    o_bias: torch.Tensor | None
+    mlp_norm: torch.Tensor  # [hidden]
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    gate_up_bias: torch.Tensor | None
+    down_t: torch.Tensor  # [intermediate, hidden] (transposed view)
+    down_bias: torch.Tensor | None
+
+
+def _decoder(model: transformers.PreTrainedModel) -> torch.nn.Module:
+    return model.model  # LlamaForCausalLM / Qwen2ForCausalLM keep the decoder stack here
+
+
+class RolloutEngine:
+    """Samples completions for a batch of token-id prompts from a copy of a HF causal LM's weights."""
+
+    def __init__(self, model: transformers.PreTrainedModel, max_batch_size: int, max_seq_len: int):
+        if max_batch_size < 1 or max_seq_len < 2:
+            raise ValueError("max_batch_size must be >= 1 and max_seq_len >= 2")
+        self.arch = arch = _Arch.from_config(model.config)
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = max_seq_len
+        ref = _decoder(model).embed_tokens.weight
+        self.device, self.dtype = ref.device, ref.dtype
+        self.scale = arch.head_dim**-0.5
+        self._q_width = arch.num_heads * arch.head_dim
+        self._qk_width = (arch.num_heads + arch.num_kv_heads) * arch.head_dim
+        self._qkv_width = self._qk_width + arch.num_kv_heads * arch.head_dim
+
+        attn0 = _decoder(model).layers[0].self_attn
+        mlp0 = _decoder(model).layers[0].mlp
+        self._has_qkv_bias = attn0.q_proj.bias is not None
+        self._has_o_bias = attn0.o_proj.bias is not None
+        self._has_mlp_bias = mlp0.gate_proj.bias is not None
+        lm_head = model.get_output_embeddings().weight
+        self._tied = lm_head is ref or lm_head.data_ptr() == ref.data_ptr()
+
+        # Everything below is allocated once. Inference tensors skip autograd's version tracking.
+        with torch.inference_mode():
+            new = lambda *shape: torch.empty(*shape, device=self.device, dtype=self.dtype)  # noqa: E731
+            L, H, I = arch.num_layers, arch.hidden, arch.intermediate
+            self.embed = new(arch.vocab, H)
+            self.lm_head = self.embed if self._tied else new(arch.vocab, H)
+            self.final_norm = new(H)
+            self.attn_norm = new(L, H)
+            self.mlp_norm = new(L, H)
+            self.qkv = new(L, self._qkv_width, H)
+            self.qkv_bias = new(L, self._qkv_width) if self._has_qkv_bias else None
+            self.o = new(L, H, self._q_width)
+            self.o_bias = new(L, H) if self._has_o_bias else None
+            self.gate_up = new(L, 2 * I, H)
+            self.gate_up_bias = new(L, 2 * I) if self._has_mlp_bias else None
+            self.down = new(L, H, I)
+            self.down_bias = new(L, H) if self._has_mlp_bias else None
+            cache_shape = (L, max_batch_size, arch.num_kv_heads, max_seq_len, arch.head_dim)
+            self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
+            self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
+            self.rope = rope_table(model.config, arch.head_dim, max_seq_len).to(self.device)
+            self.positions = torch.arange(max_seq_len, device=self.device)
+        pick = lambda t, l: None if t is None else t[l]  # noqa: E731
+        self._layers = [
+            _Layer(
+                attn_norm=self.attn_norm[l],
+                qkv=self.qkv[l],
+                qkv_bias=pick(self.qkv_bias, l),
+                o_t=self.o[l].t(),
+                o_bias=pick(self.o_bias, l),
+                mlp_norm=self.mlp_norm[l],
+                gate_up=self.gate_up[l],
+                gate_up_bias=pick(self.gate_up_bias, l),
+                down_t=self.down[l].t(),
+                down_bias=pick(self.down_bias, l),
+            )
+            for l in range(arch.num_layers)
+        ]
+        self.last_load_seconds = self.load_weights(model)
+
+    # ------------------------------------------------------------------ weights
+
+    def load_weights(self, model: transformers.PreTrainedModel) -> float:
+        """Copy the (trained) HF model's weights into the engine's fused buffers; returns seconds taken."""
+        start = time.perf_counter()
+        arch, D = self.arch, self.arch.head_dim
+        perm = _rope_pair_permutation(D).to(self.device)
+        nq, nkv = arch.num_heads, arch.num_kv_heads
+
+        def rope_rows(t: torch.Tensor, heads: int) -> torch.Tensor:
+            return t.reshape(heads, D, *t.shape[1:])[:, perm].reshape(t.shape)
+
+        dec = _decoder(model)
+        with torch.inference_mode():
+            self.embed.copy_(dec.embed_tokens.weight)
+            if not self._tied:
+                self.lm_head.copy_(model.get_output_embeddings().weight)
+            self.final_norm.copy_(dec.norm.weight)
+            for l, layer in enumerate(dec.layers):
+                attn, mlp = layer.self_attn, layer.mlp
+                self.attn_norm[l].copy_(layer.input_layernorm.weight)
+                self.mlp_norm[l].copy_(layer.post_attention_layernorm.weight)
+                q_end, k_end = self._q_width, self._qk_width
+                self.qkv[l, :q_end].copy_(rope_rows(attn.q_proj.weight, nq))
+                self.qkv[l, q_end:k_end].copy_(rope_rows(attn.k_proj.weight, nkv))
+                self.qkv[l, k_end:].copy_(attn.v_proj.weight)
+                if self.qkv_bias is not None:
+                    self.qkv_bias[l, :q_end].copy_(rope_rows(attn.q_proj.bias, nq))
+                    self.qkv_bias[l, q_end:k_end].copy_(rope_rows(attn.k_proj.bias, nkv))
+                    self.qkv_bias[l, k_end:].copy_(attn.v_proj.bias)
+                self.o[l].copy_(attn.o_proj.weight)
+                if self.o_bias is not None:
+                    self.o_bias[l].copy_(attn.o_proj.bias)
+                I = arch.intermediate
+                self.gate_up[l, :I].copy_(mlp.gate_proj.weight)
+                self.gate_up[l, I:].copy_(mlp.up_proj.weight)
+                self.down[l].copy_(mlp.down_proj.weight)
+                if self.gate_up_bias is not None:
+                    self.gate_up_bias[l, :I].copy_(mlp.gate_proj.bias)
+                    self.gate_up_bias[l, I:].copy_(mlp.up_proj.bias)
+                    self.down_bias[l].copy_(mlp.down_proj.bias)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.last_load_seconds = time.perf_counter() - start
+        return self.last_load_seconds
+
+    # ------------------------------------------------------------------ forward
+
+    def _forward(
+        self, x: torch.Tensor, rope: torch.Tensor, start: int, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """Run the decoder on hidden states x [n, T, hidden] occupying cache columns [start, start+T).
+
+        Takes embeddings rather than ids so that a prefill can later splice in image features.
+        rope: [n, T, 1, head_dim/2] complex rotations for each token's position.
+        mask: bool [n, 1, T, start+T] (True = may attend) or None for "no padding anywhere".
+        Returns the final-normed hidden states [n, T, hidden].
+        """
+        a = self.arch
+        n, T, H = x.shape
+        end = start + T
+        nq, nkv, D = a.num_heads, a.num_kv_heads, a.head_dim
+        x = x.reshape(n * T, H)
+        for l, w in enumerate(self._layers):
+            h = F.rms_norm(x, (H,), w.attn_norm, a.rms_eps)
+            qkv = F.linear(h, w.qkv, w.qkv_bias)
+            qk = torch.view_as_complex(qkv[:, : self._qk_width].float().reshape(n, T, nq + nkv, D // 2, 2))
+            qk = torch.view_as_real(qk * rope).to(self.dtype).reshape(n, T, nq + nkv, D)
+            v = qkv[:, self._qk_width :].reshape(n, T, nkv, D)
+            k_cache, v_cache = self.k_cache[l, :n], self.v_cache[l, :n]
+            k_cache[:, :, start:end].copy_(qk[:, :, nq:].transpose(1, 2))
+            v_cache[:, :, start:end].copy_(v.transpose(1, 2))
+            attn = F.scaled_dot_product_attention(
+                qk[:, :, :nq].transpose(1, 2),
+                k_cache[:, :, :end],
+                v_cache[:, :, :end],
+                attn_mask=mask,
+                is_causal=causal and mask is None,
+                scale=self.scale,
+                enable_gqa=nq != nkv,
+            )
+            attn = attn.transpose(1, 2).reshape(n * T, nq * D)
+            x = torch.addmm(x, attn, w.o_t) if w.o_bias is None else torch.addmm(x + w.o_bias, attn, w.o_t)
+            h = F.rms_norm(x, (H,), w.mlp_norm, a.rms_eps)
+            gate_up = F.linear(h, w.gate_up, w.gate_up_bias)
+            act = F.silu(gate_up[:, : a.intermediate]) * gate_up[:, a.intermediate :]
+            x = torch.addmm(x, act, w.down_t) if w.down_bias is None else torch.addmm(x + w.down_bias, act, w.down_t)
+        return F.rms_norm(x, (H,), self.final_norm, a.rms_eps).reshape(n, T, H)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.lm_head)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None = None
+    ) -> RolloutOutput:
+        """Sample a completion for every prompt. Prompts longer than a batch are split into chunks.
+
+        Prompts are processed in order of length (so chunks need little padding); results come back
+        in the caller's order. Reproducible for a fixed generator seed and the same inputs.
+        """
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        reasons: list[str] = ["length"] * len(prompts)
+        with torch.inference_mode():
+            for first in range(0, len(order), self.max_batch_size):
+                chunk = order[first : first + self.max_batch_size]
+                out = self._generate_chunk([prompts[i] for i in chunk], params, generator)
+                for j, i in enumerate(chunk):
+                    tokens[i], logprobs[i], reasons[i] = out.tokens[j], out.logprobs[j], out.finish_reasons[j]
+        return RolloutOutput(tokens=tokens, logprobs=logprobs, finish_reasons=reasons)
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+    ) -> RolloutOutput:
+        n, dev = len(prompts), self.device
+        lengths = [len(p) for p in prompts]
+        P, new = max(lengths), params.max_new_tokens
+        if P + new > self.max_seq_len:
+            raise ValueError(f"prompt ({P}) + max_new_tokens ({new}) exceeds max_seq_len ({self.max_seq_len})")
+        if new == 0:
+            return RolloutOutput([[] for _ in prompts], [[] for _ in prompts], ["length"] * n)
+
+        ids = torch.zeros(n, P, dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+        ids = ids.to(dev)
+        pad = torch.tensor([P - m for m in lengths], device=dev)
+        padded = bool(pad.any())
+        cols = self.positions[:P]
+        # Row r's token in column c sits at position c - pad[r]; pad columns get position 0 (unused).
+        pos = (cols[None, :] - pad[:, None]).clamp_(min=0)
+        key_ok = self.positions[None, :] >= pad[:, None] if padded else None  # [n, max_seq_len]
+        mask = None
+        if padded:
+            causal = cols[None, :] <= cols[:, None]
+            # Pad queries may see themselves so no softmax row is empty (NaN); their outputs are unused.
+            mask = (causal[None] & key_ok[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=dev)[None]
+            mask = mask[:, None]
+        hidden = self._forward(F.embedding(ids, self.embed), self.rope[pos][:, :, None], 0, mask, causal=True)
+        logits = self._logits(hidden[:, -1])
+
+        out_tokens = torch.zeros(n, new, dtype=torch.long, device=dev)
+        out_logprobs = torch.zeros(n, new, dtype=torch.float, device=dev)
+        done_at = [new] * n  # number of generated tokens per original row
+        stopped = [False] * n
+        stop_ids = torch.tensor(params.stop_token_ids, dtype=torch.long, device=dev) if params.stop_token_ids else None
+        rows = torch.arange(n, device=dev)  # batch slot -> original row; changes when we compact
+        alive = torch.ones(n, dtype=torch.bool, device=dev)  # per slot: still generating
+        compacted = False
+        next_pos = pos[:, -1] + 1
+        for step in range(new):
+            tok, lp = sample_next(logits, params, generator)
+            if compacted:
+                out_tokens[rows, step], out_logprobs[rows, step] = tok, lp
+            else:
+                out_tokens[:, step], out_logprobs[:, step] = tok, lp
+            if stop_ids is not None:
+                hit = torch.isin(tok, stop_ids) & alive
+                if bool(hit.any()):
+                    for r in rows[hit].tolist():
+                        done_at[r], stopped[r] = step + 1, True
+                    alive &= ~hit
+                    live = int(alive.sum())
+                    if live == 0:
+                        break
+                    if 2 * live <= alive.numel() and step + 1 < new:
+                        keep = alive.nonzero().squeeze(1)
+                        self._compact(keep, P + step)
+                        rows, tok, next_pos = rows[keep], tok[keep], next_pos[keep]
+                        key_ok = key_ok[keep] if key_ok is not None else None
+                        alive = alive[keep]
+                        compacted = True
+            if step + 1 == new:
+                break
+            col = P + step  # the cache column this token is written to
+            m = tok.shape[0]
+            mask = key_ok[:, None, None, : col + 1] if key_ok is not None else None
+            rope = self.rope[next_pos].view(m, 1, 1, -1)
+            hidden = self._forward(F.embedding(tok, self.embed)[:, None], rope, col, mask, causal=False)
+            logits = self._logits(hidden[:, 0])
+            next_pos += 1
+
+        tok_lists, lp_lists = out_tokens.tolist(), out_logprobs.tolist()
+        return RolloutOutput(
+            tokens=[t[:k] for t, k in zip(tok_lists, done_at)],
+            logprobs=[t[:k] for t, k in zip(lp_lists, done_at)],
+            finish_reasons=["stop" if s else "length" for s in stopped],
+        )
+
+    def _compact(self, keep: torch.Tensor, filled: int) -> None:
+        """Move the cache rows of still-running slots `keep` to the front (columns [0, filled))."""
+        m = keep.numel()
+        for cache in (self.k_cache, self.v_cache):
+            cache[:, :m, :, :filled] = cache[:, keep, :, :filled]

@@ -1,0 +1,60 @@
+"""Run directories and the run summary.
+
+Every run gets a directory of its own (default runs/NAME/TIMESTAMP) holding config.yaml, the
+TensorBoard logs (tb/), one folder per stage (checkpoints, exported model) and summary.json. A run
+never writes into another run's directory: an explicit `run.dir` that already has files is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from k15.config import ExperimentConfig, to_yaml
+from k15.errors import ConfigError
+
+
+def create_run_dir(cfg: ExperimentConfig) -> Path:
+    if cfg.run.dir:
+        path = Path(cfg.run.dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"run directory {path} already exists and is not empty; choose another run.dir")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.run.root) / cfg.run.name / stamp
+        suffix = 1
+        while path.exists():  # two runs started in the same second
+            path = Path(cfg.run.root) / cfg.run.name / f"{stamp}-{suffix}"
+            suffix += 1
+    path.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path / "config.yaml", to_yaml(cfg))
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a reader (or a crash) never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Summary:
+    """summary.json: eval.<model> results and stages.<stage>.wall_s, rewritten after every change."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "summary.json"
+        self.data: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "eval": {}}
+
+    def stage(self, name: str, **values: Any) -> None:
+        self.data["stages"].setdefault(name, {}).update(values)
+        self.save()
+
+    def eval(self, model: str, result: dict) -> None:
+        self.data["eval"][model] = result
+        self.save()
+
+    def save(self) -> None:
+        write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")

@@ -1,0 +1,85 @@
+import pytest
+
+from experiments.run import main, resolve
+from k15.config import ExperimentConfig, apply_overrides, base, load_yaml, to_yaml
+from k15.errors import ConfigError
+
+
+def test_override_coerces_types():
+    cfg = apply_overrides(base(), ["sft.max_steps=7", "sft.optim.lr=3e-4", "eval.models=[sft]", "run.dir=/tmp/x"])
+    assert cfg.sft.max_steps == 7 and isinstance(cfg.sft.max_steps, int)
+    assert cfg.sft.optim.lr == pytest.approx(3e-4) and isinstance(cfg.sft.optim.lr, float)
+    assert cfg.eval.models == ["sft"]
+    assert cfg.run.dir == "/tmp/x"
+
+
+def test_unknown_key_names_key_and_closest():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(base(), ["sft.max_step=3"])
+    message = str(err.value)
+    assert "'sft.max_step'" in message and "sft.max_steps" in message
+    assert "\n" not in message
+
+
+def test_wrong_type_names_key_type_and_value():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(base(), ["pretrain.batch_size=lots"])
+    message = str(err.value)
+    assert "pretrain.batch_size" in message and "int" in message and "lots" in message
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("sft.max_steps=0", "sft.max_steps"),
+        ("world.max_level=0", "levels"),
+        ("stages=[pretrain,dance]", "dance"),
+        ("model.num_heads=3", "divisible"),
+        ("eval.models=[rl]", "eval.models"),
+    ],
+)
+def test_impossible_values_are_refused(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        apply_overrides(base(), [override])
+
+
+def test_preset_group_override_and_unknown_preset():
+    assert apply_overrides(base(), ["model=small"]).model.hidden_size == 256
+    with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
+        apply_overrides(base(), ["model=huge"])
+
+
+def test_experiment_with_a_wrong_type_is_refused_before_anything_runs():
+    cfg = base()
+    cfg.sft.max_steps = "many"
+    with pytest.raises(ConfigError, match="max_steps"):
+        apply_overrides(cfg, [])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = apply_overrides(base(), ["sft.max_steps=11", "model=small"])
+    (tmp_path / "config.yaml").write_text(to_yaml(cfg))
+    assert load_yaml(tmp_path / "config.yaml") == cfg
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys):
+    assert main(["quickstart", "sft.max_stepz=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key 'sft.max_stepz'") and "\n" not in err
+    assert main(["no_such_experiment"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_cli_print_config_shows_overrides(capsys):
+    assert main(["quickstart", "--print-config", "sft.max_steps=5"]) == 0
+    assert "max_steps: 5" in capsys.readouterr().out
+
+
+def test_cli_list_names_quickstart(capsys):
+    assert main(["--list"]) == 0
+    assert "quickstart" in capsys.readouterr().out
+
+
+def test_resolve_sets_run_name():
+    (cfg,) = resolve("quickstart", []).values()
+    assert isinstance(cfg, ExperimentConfig) and cfg.run.name == "quickstart"
