@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 from k15.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-STAGES = ("pretrain", "sft", "eval")
+STAGES = ("pretrain", "sft", "rl", "eval")
+MODEL_STAGES = ("pretrain", "sft", "rl")  # stages that train and export a model
 PRESET_GROUPS = ("model", "trainer")
 
 
@@ -78,9 +79,9 @@ class PretrainConfig:
     batch_size: int = 32  # packed rows per step
     seq_len: int = 128
     num_documents: int = 60000
-    mix_raw: float = 0.4  # bare equations "3+4-2=5"
-    mix_short: float = 0.3  # prompt + short answer
-    mix_long: float = 0.3  # prompt + long chain of thought
+    mix_raw: float = 0.3  # bare equations "3+4-2=5"
+    mix_short: float = 0.2  # prompt + short answer
+    mix_long: float = 0.5  # prompt + long chain of thought
     data_path: str | None = None  # a text file (one document per line) instead of the synthetic corpus
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -96,8 +97,38 @@ class SFTConfig:
 
 
 @dataclass
+class RLConfig:
+    """One iteration: draw prompts, sample k responses each, score, then `epochs` x `minibatches` optimizer steps."""
+
+    iterations: int = 60
+    prompts_per_iteration: int = 32
+    samples_per_prompt: int = 8  # k
+    epochs: int = 2  # passes over the iteration's samples
+    minibatches: int = 1  # optimizer steps per pass
+    loss: str = "k15"  # k15 | rest | reinforce
+    tau: float = 0.05  # weight of the squared log-ratio penalty (paper's tau)
+    baseline: str = "mean"  # mean | logmeanexp (exact tau*log Z estimate)
+    logp_normalization: str = "sum"  # sum (sequence log-prob) | mean (per token) | constant (/ max_new_tokens)
+    lr: float = 5e-5
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+    reset_optimizer: bool = True  # a fresh Adam every iteration, as in the paper
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    truncated_reward: float = 0.0  # reward of a response cut by max_new_tokens
+    prompt_path: str | None = None  # JSONL prompt set; default: the synthetic world's
+    num_prompts: int = 4096  # size of the synthetic prompt set
+    sample_every_n_iterations: int = 10  # log sample rollouts as text
+    checkpoint_every_n_iterations: int = 20
+    warn_truncated_frac: float = 0.5  # warn loudly when more answers than this are cut
+
+
+@dataclass
 class EvalConfig:
-    models: list[str] = field(default_factory=lambda: ["sft"])  # stage names whose models to evaluate
+    models: list[str] = field(default_factory=lambda: ["sft"])  # stages whose models to evaluate; "init" = model.init_from
     problems_per_level: int = 64
     samples_per_problem: int = 4  # pass@1 is the mean over these samples
     temperature: float = 1.0
@@ -126,6 +157,7 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
 
@@ -274,13 +306,27 @@ def validate(cfg: ExperimentConfig) -> None:
     need(min(p.mix_raw, p.mix_short, p.mix_long) >= 0 and p.mix_raw + p.mix_short + p.mix_long > 0,
          "pretrain.mix_* weights must be >= 0 and not all zero")
     need(0.0 <= cfg.sft.long_fraction <= 1.0, f"sft.long_fraction must be in [0, 1], got {cfg.sft.long_fraction}")
+    r = cfg.rl
+    for name in ("iterations", "prompts_per_iteration", "samples_per_prompt", "epochs", "minibatches", "max_new_tokens", "num_prompts"):
+        need(getattr(r, name) > 0, f"rl.{name} must be > 0, got {getattr(r, name)}")
+    need(r.loss in ("k15", "rest", "reinforce"), f"rl.loss must be k15, rest or reinforce, got '{r.loss}'")
+    need(r.baseline in ("mean", "logmeanexp"), f"rl.baseline must be mean or logmeanexp, got '{r.baseline}'")
+    need(r.logp_normalization in ("sum", "mean", "constant"), f"rl.logp_normalization must be sum, mean or constant, got '{r.logp_normalization}'")
+    need(r.tau > 0, f"rl.tau must be > 0, got {r.tau}")
+    need(r.lr > 0 and math.isfinite(r.lr), f"rl.lr must be > 0, got {r.lr}")
+    need(r.temperature > 0, f"rl.temperature must be > 0 (sampling), got {r.temperature}")
+    need(0.0 < r.top_p <= 1.0, f"rl.top_p must be in (0, 1], got {r.top_p}")
+    need(r.prompts_per_iteration * r.samples_per_prompt >= r.minibatches, "rl.minibatches exceeds the samples of an iteration")
     e = cfg.eval
     for name in ("problems_per_level", "samples_per_problem", "max_new_tokens", "batch_size"):
         need(getattr(e, name) > 0, f"eval.{name} must be > 0, got {getattr(e, name)}")
     need(e.temperature >= 0, f"eval.temperature must be >= 0, got {e.temperature}")
-    trained_before_eval = cfg.stages[: cfg.stages.index("eval")] if "eval" in cfg.stages else []
+    trained_before_eval = [s for s in cfg.stages[: cfg.stages.index("eval")] if s in MODEL_STAGES] if "eval" in cfg.stages else []
+    if m.init_from:
+        trained_before_eval.append("init")  # the starting checkpoint itself
     for name in e.models if "eval" in cfg.stages else []:
-        need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval")
+        need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
+             + ("" if m.init_from else " (or 'init' with model.init_from)"))
     t = cfg.trainer
     need(t.devices > 0 and t.num_nodes > 0, "trainer.devices and trainer.num_nodes must be > 0")
     if problems:

@@ -16,11 +16,14 @@ from rich.console import Console
 from rich.table import Table
 
 from k15.config import ExperimentConfig
+from k15.callbacks.checkpoint import IterationCheckpoint
 from k15.data.pretrain import TextPretrainDataModule
+from k15.data.prompts import PromptDataModule, write_prompt_set
 from k15.data.sft import SFTDataModule
 from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
 from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
 from k15.modules.pretrain import PretrainModule
+from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
 from k15.runs import Summary
 from k15.trainer import make_trainer, stage_logger
@@ -32,7 +35,7 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     summary = Summary(run_dir)
-    exports: dict[str, Path] = {}
+    exports: dict[str, Path] = {"init": Path(cfg.model.init_from)} if cfg.model.init_from else {}
     current: Path | None = None
     for stage in cfg.stages:
         started = time.perf_counter()
@@ -42,6 +45,9 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path) -> dict:
             exports[stage] = current
         elif stage == "sft":
             current = train_sft(cfg, run_dir, current)
+            exports[stage] = current
+        elif stage == "rl":
+            current = train_rl(cfg, run_dir, current)
             exports[stage] = current
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
@@ -74,6 +80,29 @@ def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None)
 def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
     data = lambda tok: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len)
     return _train(cfg, run_dir, "sft", init_from, SFTModule, data, cfg.sft)
+
+
+def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+    L.seed_everything(cfg.run.seed, verbose=False)
+    model, tok = load_model_and_tokenizer(cfg.model, init_from)
+    model.train()
+    r = cfg.rl
+    stage_dir = run_dir / "rl"
+    data = PromptDataModule(cfg.world, r.prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
+    data.setup()
+    write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
+    console.print(
+        f"rl: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
+        f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
+    )
+    module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed)
+    checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
+    trainer = make_trainer(
+        cfg, stage_dir, stage_logger(run_dir, "rl"), max_steps=-1, callbacks=[checkpoints],
+        step_checkpoints=False, log_every_n_steps=1,
+    )
+    trainer.fit(module, datamodule=data)
+    return export(model, tok, stage_dir / "model")
 
 
 def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:

@@ -35,7 +35,7 @@ def test_wrong_type_names_key_type_and_value():
         ("world.max_level=0", "levels"),
         ("stages=[pretrain,dance]", "dance"),
         ("model.num_heads=3", "divisible"),
-        ("eval.models=[rl]", "eval.models"),
+        ("eval.models=[sft,dpo]", "eval.models"),
     ],
 )
 def test_impossible_values_are_refused(override, fragment):

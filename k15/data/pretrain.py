@@ -6,11 +6,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from k15.config import PretrainConfig, WorldConfig
-from k15.data.packing import pack_documents
+from k15.data.packing import pack_examples
 from k15.errors import DataError
 from k15.synthetic.corpus import pretrain_documents
 
@@ -25,11 +25,24 @@ def read_text_documents(path: str | Path) -> list[str]:
     return docs
 
 
+class PackedRows(Dataset):
+    """Rows of a packed corpus, as dicts of tensors (input_ids, labels, position_ids, doc_ids)."""
+
+    def __init__(self, packed: dict[str, torch.Tensor]):
+        self.packed = packed
+
+    def __len__(self) -> int:
+        return self.packed["input_ids"].shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.packed.items()}
+
+
 class TextPretrainDataModule(L.LightningDataModule):
     def __init__(self, tok: PreTrainedTokenizerBase, cfg: PretrainConfig, world: WorldConfig, seed: int):
         super().__init__()
         self.tok, self.cfg, self.world, self.seed = tok, cfg, world, seed
-        self.rows: torch.Tensor | None = None
+        self.rows: PackedRows | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.rows is not None:
@@ -43,10 +56,11 @@ class TextPretrainDataModule(L.LightningDataModule):
         ids = self.tok(texts, add_special_tokens=False)["input_ids"]
         bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
         eos = [self.tok.eos_token_id] if self.tok.eos_token_id is not None else []
-        self.rows = pack_documents([bos + d + eos for d in ids], cfg.seq_len)
+        docs = [(bos + d + eos)[: cfg.seq_len] for d in ids]  # a longer document is cut to one row
+        self.rows = PackedRows(pack_examples([(d, d) for d in docs], cfg.seq_len, self.tok.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            TensorDataset(self.rows), batch_size=self.cfg.batch_size, shuffle=True, drop_last=True, generator=generator
+            self.rows, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True, generator=generator
         )

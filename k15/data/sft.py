@@ -1,27 +1,28 @@
-"""SFT data: prompt/response pairs, loss on response tokens only, batches bucketed by length.
+"""SFT data: prompt/response pairs, loss on response tokens only, batches packed without padding.
 
 Vanilla SFT and long-CoT SFT are the same code with different data. Examples come from the
-synthetic world or from a JSONL file of {"prompt": ..., "response": ...} rows.
+synthetic world or from a JSONL file of {"prompt": ..., "response": ...} rows. Each batch is a random
+draw of `batch_size` examples packed into rows of the model's context (see k15.data.packing): no
+padding, and no sorting by length, which would make whole batches all-short or all-long and swing
+the model between the two answer styles from one step to the next.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from k15.config import SFTConfig, WorldConfig
+from k15.data.packing import IGNORE, pack_examples
 from k15.errors import DataError
 from k15.synthetic.corpus import sft_examples
 from k15.synthetic.traces import Piece
 from k15.tokenizer import encode, prompt_ids
-
-IGNORE = -100
 
 
 def read_sft_jsonl(path: str | Path) -> list[tuple[str, list[Piece]]]:
@@ -57,55 +58,12 @@ def tokenize_example(tok: PreTrainedTokenizerBase, prompt: str, response: list[P
     return ids, labels
 
 
-class LengthBucketSampler(Sampler[list[int]]):
-    """Shuffled batches of similar lengths: little padding, still random order.
-
-    Indices are shuffled, cut into pools of `pool` batches, sorted by length inside each pool,
-    split into batches, and the batches shuffled again. The order is a function of (seed, epoch).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50):
-        self.lengths, self.batch_size, self.seed, self.pool = lengths, batch_size, seed, pool
-        self.epoch = 0
-
-    def __iter__(self):
-        rng = random.Random(f"{self.seed}/{self.epoch}")
-        self.epoch += 1
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        size = self.batch_size * self.pool
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start : start + size], key=self.lengths.__getitem__)
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        batches = [b for b in batches if len(b) == self.batch_size] or batches
-        rng.shuffle(batches)
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return max(1, len(self.lengths) // self.batch_size)
-
-
-def pad_collate(pad_id: int):
-    def collate(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, lab) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            attention[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
-
-    return collate
-
-
 class SFTDataModule(L.LightningDataModule):
     def __init__(self, tok: PreTrainedTokenizerBase, cfg: SFTConfig, world: WorldConfig, seed: int, max_len: int):
         super().__init__()
         self.tok, self.cfg, self.world, self.seed, self.max_len = tok, cfg, world, seed, max_len
         self.examples: list[tuple[list[int], list[int]]] | None = None
+        self.dropped = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.examples is not None:
@@ -116,17 +74,19 @@ class SFTDataModule(L.LightningDataModule):
         else:
             raw = sft_examples(self.world, cfg.num_examples, cfg.long_fraction, self.seed)
         examples = [tokenize_example(self.tok, p, r) for p, r in raw]
-        too_long = sum(len(ids) > self.max_len for ids, _ in examples)
-        if too_long == len(examples):
-            raise DataError(f"every SFT example is longer than the model context ({self.max_len} tokens)")
-        # Over-long examples would be cut mid-answer and teach truncated answers: drop them, say so.
-        self.dropped = too_long
+        # Over-long examples would be cut mid-answer and teach truncated answers: drop them, count them.
         self.examples = [ex for ex in examples if len(ex[0]) <= self.max_len]
+        self.dropped = len(examples) - len(self.examples)
+        if not self.examples:
+            raise DataError(f"every SFT example is longer than the model context ({self.max_len} tokens)")
 
     def train_dataloader(self) -> DataLoader:
-        lengths = [len(ids) for ids, _ in self.examples]
+        pad_id, row_len = self.tok.pad_token_id, self.max_len
         return DataLoader(
             self.examples,
-            batch_sampler=LengthBucketSampler(lengths, self.cfg.batch_size, self.seed),
-            collate_fn=pad_collate(self.tok.pad_token_id),
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            drop_last=len(self.examples) >= self.cfg.batch_size,
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=lambda batch: pack_examples(batch, row_len, pad_id),
         )

@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.config import OptimConfig
+from k15.data.packing import model_inputs
 from k15.tokenizer import prompt_ids, stop_token_ids
 
 
@@ -26,7 +27,7 @@ def warmup_cosine(optim: OptimConfig, max_steps: int):
 
 
 class CausalLMModule(L.LightningModule):
-    """Subclasses turn their batch into (input_ids, labels, attention_mask) with `inputs`."""
+    """Next-token loss on packed batches (k15.data.packing); subclasses differ in name and data only."""
 
     stage_name = "lm"
 
@@ -45,14 +46,10 @@ class CausalLMModule(L.LightningModule):
         self.sample_every_n_steps = sample_every_n_steps
         self._step_started = 0.0
 
-    def inputs(self, batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
     def training_step(self, batch, batch_idx):
-        inputs = self.inputs(batch)
-        loss = self.model(**inputs).loss
+        loss = self.model(**model_inputs(batch)).loss
         self.log("train/loss", loss, prog_bar=True)
-        self._tokens = int((inputs["labels"] != -100).sum())  # tokens trained on, for tokens/s
+        self._tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
         return loss
 
     def on_train_batch_start(self, batch, batch_idx):

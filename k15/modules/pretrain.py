@@ -1,4 +1,4 @@
-"""Pretraining: next-token loss on every token of packed rows."""
+"""Pretraining: next-token loss on every token of packed rows (attention kept inside each document)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,3 @@ from k15.modules.lm import CausalLMModule
 
 class PretrainModule(CausalLMModule):
     stage_name = "pretrain"
-
-    def inputs(self, batch):
-        (rows,) = batch
-        return {"input_ids": rows, "labels": rows}

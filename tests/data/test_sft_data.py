@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from k15.data.sft import IGNORE, LengthBucketSampler, pad_collate, read_sft_jsonl, tokenize_example
+from k15.data.packing import IGNORE
+from k15.data.sft import read_sft_jsonl, tokenize_example
 from k15.errors import DataError
 from k15.synthetic.traces import Piece
 from k15.tokenizer import build_synthetic_tokenizer
@@ -17,23 +18,6 @@ def test_labels_cover_response_only_and_skip_untrained_pieces():
     assert ids[wrong_at] == tok.convert_tokens_to_ids("7") and labels[wrong_at] == IGNORE
     assert labels[wrong_at + 1 :] == ids[wrong_at + 1 :]
     assert labels[prompt_len:wrong_at] == ids[prompt_len:wrong_at]
-
-
-def test_bucket_sampler_visits_each_index_once_per_epoch_and_changes_order():
-    lengths = [i % 37 for i in range(1000)]
-    sampler = LengthBucketSampler(lengths, batch_size=10, seed=0, pool=5)
-    first, second = list(sampler), list(sampler)
-    assert sorted(i for b in first for i in b) == list(range(1000))
-    assert first != second
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
-    assert spread < 10  # batches group similar lengths
-
-
-def test_collate_pads_and_masks():
-    batch = pad_collate(0)([([5, 6, 7], [IGNORE, 6, 7]), ([5, 6], [IGNORE, 6])])
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]]
-    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, 6, IGNORE]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
 def test_jsonl_errors_name_file_line_and_field(tmp_path):

@@ -1,0 +1,40 @@
+import torch
+
+from k15.data.prompts import PromptRecord
+from k15.rl.batch import RolloutBatch
+from k15.rollout.engine import RolloutOutput
+
+
+def make_batch() -> RolloutBatch:
+    records = [PromptRecord("p0", "1+1=", "2", 1, "arithmetic"), PromptRecord("p1", "2+2=", "4", 1, "arithmetic")]
+    prompts = [[1, 10, 11], [1, 12]]
+    out = RolloutOutput(
+        tokens=[[5, 6], [7], [8, 9, 4], [3]],
+        logprobs=[[-0.1, -0.2], [-0.3], [-0.4, -0.5, -0.6], [-0.7]],
+        finish_reasons=["stop", "length", "stop", "stop"],
+    )
+    return RolloutBatch.build(records, prompts, 2, out, pad_id=0)
+
+
+def test_ids_groups_and_tensors():
+    batch = make_batch()
+    assert [s.id for s in batch.samples] == ["p0#0", "p0#1", "p1#0", "p1#1"]
+    assert batch.group_ids.tolist() == [0, 0, 1, 1]
+    ids, attention, loss_mask = batch.tensors()
+    assert ids.tolist() == [[1, 10, 11, 5, 6], [1, 10, 11, 7, 0], [1, 12, 8, 9, 4], [1, 12, 3, 0, 0]]
+    assert attention.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert loss_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 0, 0]]
+    stats = batch.length_stats()
+    assert stats["tokens"] == 7 and stats["truncated_frac"] == 0.25
+
+
+def test_logprob_mismatch_reads_response_positions():
+    batch = make_batch()
+    train = torch.zeros(4, 5)
+    train[0, 3:5] = torch.tensor([-0.1, -0.2])
+    train[1, 3] = -0.3
+    train[2, 2:5] = torch.tensor([-0.4, -0.5, -0.6])
+    train[3, 2] = -0.7
+    assert batch.logprob_mismatch(train) < 1e-7
+    train[3, 2] = -1.7
+    assert abs(batch.logprob_mismatch(train) - 1.0 / 7) < 1e-6
