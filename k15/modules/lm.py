@@ -11,7 +11,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.config import OptimConfig
 from k15.data.packing import model_inputs
-from k15.tokenizer import prompt_ids, stop_token_ids
+from k15.eval.evaluate import hf_sample
+from k15.tokenizer import prompt_ids
 
 
 def warmup_cosine(optim: OptimConfig, max_steps: int):
@@ -74,14 +75,9 @@ class CausalLMModule(L.LightningModule):
             return
         was_training = self.model.training
         self.model.eval()
-        lines = []
-        for prompt in self.sample_prompts:
-            ids = torch.tensor([prompt_ids(self.tok, prompt)], device=self.device)
-            out = self.model.generate(
-                ids, max_new_tokens=64, do_sample=False, eos_token_id=stop_token_ids(self.tok),
-                pad_token_id=self.tok.pad_token_id,
-            )
-            lines.append(f"    {prompt}{self.tok.decode(out[0, ids.shape[1]:])}")
+        prompts = [prompt_ids(self.tok, p) for p in self.sample_prompts]
+        responses = hf_sample(self.model, self.tok, prompts, temperature=0.0, max_new_tokens=64, batch_size=len(prompts), seed=0)
+        lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)
 

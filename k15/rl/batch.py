@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from k15.data.packing import document_mask, pack_examples
 from k15.data.prompts import PromptRecord
 
 
@@ -80,7 +81,31 @@ class RolloutBatch:
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[N, T]: at position t, log p(input_ids[t] | input_ids[<t]); position 0 is 0."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
-    lp = torch.gather(F.log_softmax(logits[:, :-1], dim=-1), 2, input_ids[:, 1:, None]).squeeze(-1)
-    return F.pad(lp, (1, 0))
+    """[N, T]: at position t, log p(input_ids[t] | input_ids[<t]); position 0 (and padding) is 0.
+
+    Padded rows are packed first (several sequences per row, attention kept inside each, see
+    k15.data.packing) so no compute goes to padding; the result comes back in the padded layout.
+    """
+    n, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1).tolist()
+    row_len = max(width, 1)
+    seqs = [input_ids[i, :length].tolist() for i, length in enumerate(lengths)]
+    packed = pack_examples([(s, s) for s in seqs], row_len, pad_id=0)
+    device = input_ids.device
+    logits = model(
+        input_ids=packed["input_ids"].to(device),
+        position_ids=packed["position_ids"].to(device),
+        attention_mask=document_mask(packed["doc_ids"].to(device)),
+    ).logits.float()
+    ids = packed["input_ids"].to(device)
+    lp = torch.gather(F.log_softmax(logits[:, :-1], dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
+    lp = F.pad(lp, (1, 0))  # lp[r, t] = log p(token t | tokens before it in its own sequence)
+    out = torch.zeros((n, width), dtype=lp.dtype, device=device)
+    # Where each sequence landed: the packer fills rows in order, so walk the rows the same way.
+    row, col = 0, 0
+    for i, length in enumerate(lengths):
+        if col + length > row_len:
+            row, col = row + 1, 0
+        out[i, 1:length] = lp[row, col + 1 : col + length]
+        col += length
+    return out

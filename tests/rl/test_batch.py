@@ -38,3 +38,25 @@ def test_logprob_mismatch_reads_response_positions():
     assert batch.logprob_mismatch(train) < 1e-7
     train[3, 2] = -1.7
     assert abs(batch.logprob_mismatch(train) - 1.0 / 7) < 1e-6
+
+
+def test_packed_token_logprobs_equal_a_padded_forward():
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from k15.rl.batch import token_logprobs
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)).eval()
+    lengths = [5, 9, 3, 12, 7, 12, 2]
+    ids = torch.zeros(len(lengths), 12, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, 30, (n,))
+        attention[i, :n] = 1
+    with torch.no_grad():
+        got = token_logprobs(model, ids, attention)
+        logits = model(input_ids=ids, attention_mask=attention).logits
+    want = F.pad(torch.gather(F.log_softmax(logits[:, :-1], -1), 2, ids[:, 1:, None]).squeeze(-1), (1, 0)) * attention
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
