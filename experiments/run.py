@@ -76,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"# ---- arm: {arm}")
                 print(to_yaml(cfg), end="")
             return 0
-        from k15.pipeline import run_pipeline  # heavy imports only when something runs
+        from k15.arms import run_arms  # heavy imports only when something runs
+        from k15.pipeline import run_pipeline
         from k15.quiet import quiet_libraries
-        from k15.runs import create_run_dir
+        from k15.runs import create_run_dir, new_run_dir
 
         quiet_libraries()
-
-        for arm, cfg in arms.items():
-            run_pipeline(cfg, create_run_dir(cfg))
+        if list(arms) == [""]:
+            run_pipeline(arms[""], create_run_dir(arms[""]))
+        else:
+            first = next(iter(arms.values()))
+            run_arms(arms, new_run_dir(first.run, args.name))
         return 0
     except K15Error as exc:
         if args.debug:

@@ -317,6 +317,11 @@ def validate(cfg: ExperimentConfig) -> None:
     need(r.temperature > 0, f"rl.temperature must be > 0 (sampling), got {r.temperature}")
     need(0.0 < r.top_p <= 1.0, f"rl.top_p must be in (0, 1], got {r.top_p}")
     need(r.prompts_per_iteration * r.samples_per_prompt >= r.minibatches, "rl.minibatches exceeds the samples of an iteration")
+    need(r.checkpoint_every_n_iterations >= 0, "rl.checkpoint_every_n_iterations must be >= 0 (0: only at the end)")
+    if "rl" in cfg.stages:
+        need(r.max_new_tokens < m.max_seq_len, f"rl.max_new_tokens ({r.max_new_tokens}) must be below model.max_seq_len ({m.max_seq_len})")
+    if "eval" in cfg.stages:
+        need(cfg.eval.max_new_tokens < m.max_seq_len, f"eval.max_new_tokens ({cfg.eval.max_new_tokens}) must be below model.max_seq_len ({m.max_seq_len})")
     e = cfg.eval
     for name in ("problems_per_level", "samples_per_problem", "max_new_tokens", "batch_size"):
         need(getattr(e, name) > 0, f"eval.{name} must be > 0, got {getattr(e, name)}")

@@ -1,8 +1,9 @@
-"""The staged pipeline: pretrain -> SFT -> eval, each stage starting from the previous one's export.
+"""The staged pipeline: pretrain -> SFT -> RL -> eval, each stage starting from the previous one's export.
 
 Every training stage exports its model in Hugging Face format to RUN/<stage>/model; that directory
 is the next stage's starting point and what evaluation loads. `model.init_from` starts the chain
-from a user's checkpoint instead of a fresh model.
+from a user's checkpoint instead of a fresh model; `exports` hands in stages already run elsewhere
+(the shared stages of an ablation's arms).
 """
 
 from __future__ import annotations
@@ -25,18 +26,24 @@ from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
+from k15.errors import DataError
 from k15.runs import Summary
+from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
 console = Console(stderr=True)
 
 
-def run_pipeline(cfg: ExperimentConfig, run_dir: Path) -> dict:
+def run_pipeline(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] | None = None) -> dict:
+    """Run `cfg.stages` in order; returns the summary (also written to RUN/summary.json)."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     summary = Summary(run_dir)
-    exports: dict[str, Path] = {"init": Path(cfg.model.init_from)} if cfg.model.init_from else {}
-    current: Path | None = None
+    exports = dict(exports or {})
+    if cfg.model.init_from:
+        exports["init"] = Path(cfg.model.init_from)
+    trained = [p for name, p in exports.items() if name != "init"]
+    current: Path | None = trained[-1] if trained else None
     for stage in cfg.stages:
         started = time.perf_counter()
         console.rule(f"[bold]{cfg.run.name}: {stage}")
@@ -53,6 +60,8 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path) -> dict:
             run_eval(cfg, run_dir, exports, summary)
         summary.stage(stage, wall_s=round(time.perf_counter() - started, 1))
     console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
+    summary.data["exports"] = {name: str(path) for name, path in exports.items()}
+    summary.save()
     return summary.data
 
 
@@ -95,6 +104,7 @@ def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Pa
         f"rl: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
+    check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, r.prompt_path or "synthetic prompt set")
     module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed)
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(
@@ -103,6 +113,17 @@ def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Pa
     )
     trainer.fit(module, datamodule=data)
     return export(model, tok, stage_dir / "model")
+
+
+def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source: str) -> None:
+    """Every prompt must leave room for a full response in the model's context."""
+    for record in records:
+        n = len(prompt_ids(tok, record.prompt))
+        if n + max_new_tokens > max_seq_len:
+            raise DataError(
+                f"{source}: prompt '{record.id}' has {n} tokens; with rl.max_new_tokens={max_new_tokens} it exceeds "
+                f"model.max_seq_len={max_seq_len}"
+            )
 
 
 def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:

@@ -13,23 +13,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from k15.config import ExperimentConfig, to_yaml
+from k15.config import ExperimentConfig, RunConfig, to_yaml
 from k15.errors import ConfigError
 
 
-def create_run_dir(cfg: ExperimentConfig) -> Path:
-    if cfg.run.dir:
-        path = Path(cfg.run.dir)
+def new_run_dir(run: RunConfig, name: str) -> Path:
+    """`run.dir` if set (it must be absent or empty), else <root>/<name>/<timestamp>, created."""
+    if run.dir:
+        path = Path(run.dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ConfigError(f"run directory {path} already exists and is not empty; choose another run.dir")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(cfg.run.root) / cfg.run.name / stamp
+        path = Path(run.root) / name / stamp
         suffix = 1
         while path.exists():  # two runs started in the same second
-            path = Path(cfg.run.root) / cfg.run.name / f"{stamp}-{suffix}"
+            path = Path(run.root) / name / f"{stamp}-{suffix}"
             suffix += 1
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def create_run_dir(cfg: ExperimentConfig) -> Path:
+    path = new_run_dir(cfg.run, cfg.run.name)
     write_text_atomic(path / "config.yaml", to_yaml(cfg))
     return path
 

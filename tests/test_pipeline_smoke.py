@@ -11,15 +11,8 @@ from k15.models.decoder import build_decoder, load_model_and_tokenizer
 from k15.pipeline import run_pipeline
 from k15.runs import create_run_dir
 from k15.tokenizer import build_synthetic_tokenizer
+from tests.tiny import TINY
 
-TINY = [
-    "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2",
-    "model.intermediate_size=64", "model.max_seq_len=64", "world.max_level=3",
-    "pretrain.max_steps=40", "pretrain.batch_size=8", "pretrain.seq_len=64", "pretrain.num_documents=2000",
-    "sft.max_steps=40", "sft.batch_size=32", "sft.num_examples=2000",
-    "eval.problems_per_level=4", "eval.samples_per_problem=2", "eval.max_new_tokens=40",
-    "trainer.progress=false", "trainer.checkpoint_every_n_steps=20", "trainer.sample_every_n_steps=20",
-]
 
 
 def sft_loss(model, batch) -> float:

@@ -1,0 +1,13 @@
+"""Ablation (paper Fig. 10): the k1.5 loss vs ReST (no negative gradient) vs plain REINFORCE, from one SFT model."""
+
+from k15.config import ExperimentConfig
+from experiments.quickstart import config as quickstart
+
+
+def config() -> dict[str, ExperimentConfig]:
+    arms = {}
+    for loss in ("k15", "rest", "reinforce"):
+        cfg = quickstart()
+        cfg.rl.loss = loss
+        arms[loss] = cfg
+    return arms

@@ -1,0 +1,10 @@
+"""Config overrides for a tiny, fast model and world, shared by the tests that run the real pipeline."""
+
+TINY = [
+    "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2",
+    "model.intermediate_size=64", "model.max_seq_len=64", "world.max_level=3", "stages=[pretrain,sft,eval]",
+    "pretrain.max_steps=40", "pretrain.batch_size=8", "pretrain.seq_len=64", "pretrain.num_documents=2000",
+    "sft.max_steps=40", "sft.batch_size=32", "sft.num_examples=2000",
+    "eval.problems_per_level=4", "eval.samples_per_problem=2", "eval.max_new_tokens=40",
+    "trainer.progress=false", "trainer.checkpoint_every_n_steps=20", "trainer.sample_every_n_steps=20",
+]
