@@ -14,7 +14,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.config import EvalConfig, WorldConfig
+from k15.errors import DataError
 from k15.rewards.rule import verify
+from k15.rollout.engine import RolloutEngine, SamplingParams
 from k15.synthetic.arithmetic import Problem, heldout_set
 from k15.synthetic.corpus import world_levels
 from k15.tokenizer import prompt_ids, stop_token_ids
@@ -58,8 +60,7 @@ class EvalResult:
         }
 
 
-@torch.no_grad()
-def hf_sample(
+def sample_responses(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     prompts: list[list[int]],
@@ -68,27 +69,14 @@ def hf_sample(
     batch_size: int,
     seed: int,
 ) -> list[list[int]]:
-    """Responses (token ids, up to and including the stop token) with HF `generate`, left-padded batches."""
-    torch.manual_seed(seed)
-    stops = stop_token_ids(tok)
-    out: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, p in enumerate(chunk):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
-        gen = model.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
-            eos_token_id=stops, pad_token_id=tok.pad_token_id, **sampling,
-        )
-        for row in gen[:, width:].tolist():
-            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-            out.append(row[:cut])
-    return out
+    """Responses (token ids, up to and including the stop token) from the rollout engine; T=0 is greedy."""
+    context = model.config.max_position_embeddings
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > context:
+        raise DataError(f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model context ({context})")
+    engine = RolloutEngine(model, max_batch_size=batch_size, max_seq_len=context)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=tuple(stop_token_ids(tok)))
+    return engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
 
 
 def evaluate(
@@ -103,7 +91,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     prompts = [prompt_ids(tok, p.prompt) for p in problems for _ in range(cfg.samples_per_problem)]
-    responses = hf_sample(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed)
+    responses = sample_responses(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed)
     model.train(was_training)
 
     rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)

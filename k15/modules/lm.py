@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.config import OptimConfig
 from k15.data.packing import model_inputs
-from k15.eval.evaluate import hf_sample
+from k15.eval.evaluate import sample_responses
 from k15.tokenizer import prompt_ids
 
 
@@ -76,7 +76,8 @@ class CausalLMModule(L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         prompts = [prompt_ids(self.tok, p) for p in self.sample_prompts]
-        responses = hf_sample(self.model, self.tok, prompts, temperature=0.0, max_new_tokens=64, batch_size=len(prompts), seed=0)
+        room = self.model.config.max_position_embeddings - max(len(p) for p in prompts)
+        responses = sample_responses(self.model, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0)
         lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)

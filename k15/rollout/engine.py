@@ -12,6 +12,9 @@ Layout decisions (each measured or needed for exactness, see benchmarks/RESULTS.
   permutation, so q.k — the only thing attention uses them for — is unchanged.
 - Prompts are left-padded, so every row writes the same cache column at each step; each row's
   rotary positions start at 0 at its first real token, exactly like HF on the unpadded prompt.
+- Decode attention is two batched matmuls over the valid cache prefix (CPU SDPA was ~2-3x slower
+  for one query per row); the prefill uses SDPA. On CPU the decode step is bound by reading the
+  weights and the KV cache from memory, not by Python overhead (benchmarks/RESULTS.md).
 - Rows that finish are compacted out of the batch once at most half are still running.
 """
 
@@ -179,6 +182,7 @@ class RolloutEngine:
             )
             for l in range(arch.num_layers)
         ]
+        self._k, self._v = self._cache_views(max_batch_size, max_seq_len)  # re-viewed per chunk
         self.last_load_seconds = self.load_weights(model)
 
     # ------------------------------------------------------------------ weights
@@ -236,7 +240,8 @@ class RolloutEngine:
 
         Takes embeddings rather than ids so that a prefill can later splice in image features.
         rope: [n, T, 1, head_dim/2] complex rotations for each token's position.
-        mask: bool [n, 1, T, start+T] (True = may attend) or None for "no padding anywhere".
+        mask: bool [n, 1, T, start+T], True where a query may attend to a key; None when no row has
+        padding (then plain causal attention).
         Returns the final-normed hidden states [n, T, hidden].
         """
         a = self.arch
@@ -250,25 +255,36 @@ class RolloutEngine:
             qk = torch.view_as_complex(qkv[:, : self._qk_width].float().reshape(n, T, nq + nkv, D // 2, 2))
             qk = torch.view_as_real(qk * rope).to(self.dtype).reshape(n, T, nq + nkv, D)
             v = qkv[:, self._qk_width :].reshape(n, T, nkv, D)
-            k_cache, v_cache = self.k_cache[l, :n], self.v_cache[l, :n]
+            k_cache, v_cache = self._k[l, :n], self._v[l, :n]
             k_cache[:, :, start:end].copy_(qk[:, :, nq:].transpose(1, 2))
             v_cache[:, :, start:end].copy_(v.transpose(1, 2))
-            attn = F.scaled_dot_product_attention(
-                qk[:, :, :nq].transpose(1, 2),
-                k_cache[:, :, :end],
-                v_cache[:, :, :end],
-                attn_mask=mask,
-                is_causal=causal and mask is None,
-                scale=self.scale,
-                enable_gqa=nq != nkv,
-            )
-            attn = attn.transpose(1, 2).reshape(n * T, nq * D)
+            attn = self._attend(qk[:, :, :nq], k_cache[:, :, :end], v_cache[:, :, :end], mask, causal)
             x = torch.addmm(x, attn, w.o_t) if w.o_bias is None else torch.addmm(x + w.o_bias, attn, w.o_t)
             h = F.rms_norm(x, (H,), w.mlp_norm, a.rms_eps)
             gate_up = F.linear(h, w.gate_up, w.gate_up_bias)
             act = F.silu(gate_up[:, : a.intermediate]) * gate_up[:, a.intermediate :]
             x = torch.addmm(x, act, w.down_t) if w.down_bias is None else torch.addmm(x + w.down_bias, act, w.down_t)
         return F.rms_norm(x, (H,), self.final_norm, a.rms_eps).reshape(n, T, H)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """q [n, T, heads, D] against the cache prefix k, v [n, kv_heads, L, D] -> [n * T, heads * D]."""
+        n, T, nq, D = q.shape
+        nkv = k.shape[1]
+        if T > 1:
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k, v, attn_mask=mask, is_causal=causal and mask is None,
+                scale=self.scale, enable_gqa=nq != nkv,
+            )
+            return out.transpose(1, 2).reshape(n * T, nq * D)
+        # One query per row: plain matmuls beat CPU SDPA here (measured), and grouping the query heads
+        # by kv head handles GQA without materialising repeated keys.
+        q = q.reshape(n, nkv, nq // nkv, D)
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scale)
+        if mask is not None:
+            scores.masked_fill_(mask.logical_not(), -torch.inf)
+        return torch.matmul(torch.softmax(scores, dim=-1), v).reshape(n, nq * D)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.lm_head)
@@ -301,33 +317,17 @@ class RolloutEngine:
     def _generate_chunk(
         self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
     ) -> RolloutOutput:
-        n, dev = len(prompts), self.device
-        lengths = [len(p) for p in prompts]
-        P, new = max(lengths), params.max_new_tokens
+        n, new = len(prompts), params.max_new_tokens
+        P = max(len(p) for p in prompts)
         if P + new > self.max_seq_len:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({new}) exceeds max_seq_len ({self.max_seq_len})")
         if new == 0:
             return RolloutOutput([[] for _ in prompts], [[] for _ in prompts], ["length"] * n)
+        self._k, self._v = self._cache_views(n, P + new)
+        ids, pad = self._left_pad(prompts)
+        logits, key_ok = self._prefill(F.embedding(ids, self.embed), pad)
 
-        ids = torch.zeros(n, P, dtype=torch.long)
-        for r, p in enumerate(prompts):
-            ids[r, P - len(p) :] = torch.tensor(p, dtype=torch.long)
-        ids = ids.to(dev)
-        pad = torch.tensor([P - m for m in lengths], device=dev)
-        padded = bool(pad.any())
-        cols = self.positions[:P]
-        # Row r's token in column c sits at position c - pad[r]; pad columns get position 0 (unused).
-        pos = (cols[None, :] - pad[:, None]).clamp_(min=0)
-        key_ok = self.positions[None, :] >= pad[:, None] if padded else None  # [n, max_seq_len]
-        mask = None
-        if padded:
-            causal = cols[None, :] <= cols[:, None]
-            # Pad queries may see themselves so no softmax row is empty (NaN); their outputs are unused.
-            mask = (causal[None] & key_ok[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=dev)[None]
-            mask = mask[:, None]
-        hidden = self._forward(F.embedding(ids, self.embed), self.rope[pos][:, :, None], 0, mask, causal=True)
-        logits = self._logits(hidden[:, -1])
-
+        dev = self.device
         out_tokens = torch.zeros(n, new, dtype=torch.long, device=dev)
         out_logprobs = torch.zeros(n, new, dtype=torch.float, device=dev)
         done_at = [new] * n  # number of generated tokens per original row
@@ -336,7 +336,7 @@ class RolloutEngine:
         rows = torch.arange(n, device=dev)  # batch slot -> original row; changes when we compact
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # per slot: still generating
         compacted = False
-        next_pos = pos[:, -1] + 1
+        next_pos = torch.tensor([len(p) for p in prompts], device=dev)  # rotary position of the next token
         for step in range(new):
             tok, lp = sample_next(logits, params, generator)
             if compacted:
@@ -353,18 +353,17 @@ class RolloutEngine:
                     if live == 0:
                         break
                     if 2 * live <= alive.numel() and step + 1 < new:
+                        # Finished rows still cost a full row of compute; drop them from the batch.
                         keep = alive.nonzero().squeeze(1)
-                        self._compact(keep, P + step)
-                        rows, tok, next_pos = rows[keep], tok[keep], next_pos[keep]
+                        self._compact(keep, filled=P + step)
+                        rows, tok, next_pos, alive = rows[keep], tok[keep], next_pos[keep], alive[keep]
                         key_ok = key_ok[keep] if key_ok is not None else None
-                        alive = alive[keep]
                         compacted = True
             if step + 1 == new:
                 break
-            col = P + step  # the cache column this token is written to
-            m = tok.shape[0]
+            col = P + step  # the cache column this token's keys/values go to
             mask = key_ok[:, None, None, : col + 1] if key_ok is not None else None
-            rope = self.rope[next_pos].view(m, 1, 1, -1)
+            rope = self.rope[next_pos].view(-1, 1, 1, self.arch.head_dim // 2)
             hidden = self._forward(F.embedding(tok, self.embed)[:, None], rope, col, mask, causal=False)
             logits = self._logits(hidden[:, 0])
             next_pos += 1
@@ -376,8 +375,48 @@ class RolloutEngine:
             finish_reasons=["stop" if s else "length" for s in stopped],
         )
 
+    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-align the prompts in one [n, P] id tensor; returns it and each row's pad count."""
+        P = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), P, dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+        pad = torch.tensor([P - len(p) for p in prompts])
+        return ids.to(self.device), pad.to(self.device)
+
+    def _prefill(self, embeds: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fill cache columns [0, P) from left-padded input embeddings [n, P, hidden].
+
+        Takes embeddings (not ids) so image features can later be spliced in at placeholder tokens.
+        Returns the logits for the next token [n, vocab] and, when any row is padded, the bool
+        [n, max_seq_len] of cache columns each row may attend to (its pad columns are never keys).
+        """
+        n, P, _ = embeds.shape
+        cols = self.positions[:P]
+        # Row r's token in column c sits at position c - pad[r], so each row starts at position 0.
+        pos = (cols[None, :] - pad[:, None]).clamp_(min=0)
+        mask = key_ok = None
+        if bool(pad.any()):
+            key_ok = self.positions[None, :] >= pad[:, None]  # [n, max_seq_len]
+            # Pad queries may see themselves so no softmax row is empty (NaN); their outputs are unused.
+            eye = torch.eye(P, dtype=torch.bool, device=self.device)
+            mask = (((cols[None, :] <= cols[:, None])[None] & key_ok[:, None, :P]) | eye[None])[:, None]
+        hidden = self._forward(embeds, self.rope[pos][:, :, None], 0, mask, causal=True)
+        return self._logits(hidden[:, -1]), key_ok
+
+    def _cache_views(self, rows: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The start of the preallocated cache viewed as [layers, rows, kv_heads, seq, head_dim].
+
+        Packing a chunk densely (seq = what this chunk needs, not max_seq_len) keeps each row's key
+        prefix nearly contiguous, which the decode matmuls read a little faster. No allocation.
+        """
+        a = self.arch
+        shape = (a.num_layers, rows, a.num_kv_heads, seq, a.head_dim)
+        numel = a.num_layers * rows * a.num_kv_heads * seq * a.head_dim
+        return self.k_cache.view(-1)[:numel].view(shape), self.v_cache.view(-1)[:numel].view(shape)
+
     def _compact(self, keep: torch.Tensor, filled: int) -> None:
         """Move the cache rows of still-running slots `keep` to the front (columns [0, filled))."""
         m = keep.numel()
-        for cache in (self.k_cache, self.v_cache):
+        for cache in (self._k, self._v):
             cache[:, :m, :, :filled] = cache[:, keep, :, :filled]
