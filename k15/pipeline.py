@@ -8,6 +8,7 @@ from a user's checkpoint instead of a fresh model; `exports` hands in stages alr
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from k15.runs import Summary
 from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
-console = Console(stderr=True)
+# Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def run_pipeline(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] | None = None) -> dict:
@@ -153,7 +155,7 @@ def results_table(results: dict[str, EvalResult], temperature: float) -> Table:
         table.add_column(f"L{level}", justify="right")
     table.add_column("mean", justify="right")
     table.add_column("tokens", justify="right")
-    table.add_column("long CoT", justify="right")
+    table.add_column("long CoT", justify="right")  # share of answers that think first
     for name, r in results.items():
         long_share = sum(x.long_share * x.samples for x in r.levels.values()) / sum(x.samples for x in r.levels.values())
         table.add_row(
