@@ -24,6 +24,7 @@ from k15.data.prompts import PromptDataModule, write_prompt_set
 from k15.data.sft import SFTDataModule
 from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
 from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
+from k15.long2short.stages import run_dpo, run_merge, run_shortest_rs
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
@@ -33,6 +34,8 @@ from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
 # Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
+LONG2SHORT_STAGES = {"merge": run_merge, "shortest_rs": run_shortest_rs, "dpo": run_dpo}
+
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
@@ -58,6 +61,8 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] 
         elif stage == "rl":
             current = train_rl(cfg, run_dir, current)
             exports[stage] = current
+        elif stage in LONG2SHORT_STAGES:  # these start from long2short.long_model, not the chain
+            exports[stage] = LONG2SHORT_STAGES[stage](cfg, run_dir, exports)
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
         summary.stage(stage, wall_s=round(time.perf_counter() - started, 1))
@@ -88,9 +93,9 @@ def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None)
     return _train(cfg, run_dir, "pretrain", init_from, PretrainModule, data, cfg.pretrain)
 
 
-def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stage: str = "sft") -> Path:
     data = lambda tok: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len)
-    return _train(cfg, run_dir, "sft", init_from, SFTModule, data, cfg.sft)
+    return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft)
 
 
 def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
