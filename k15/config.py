@@ -21,8 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 from k15.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-STAGES = ("pretrain", "sft", "rl", "eval")
-MODEL_STAGES = ("pretrain", "sft", "rl")  # stages that train and export a model
+STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "eval")
+MODEL_STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo")  # stages that export a model
 PRESET_GROUPS = ("model", "trainer")
 
 
@@ -97,6 +97,50 @@ class SFTConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Which prompts an iteration draws (paper §2.3.4). Both off: a shuffled pass over the set."""
+
+    curriculum: str = "none"  # none | paper (uniform, then hard only) | gradual (easiest share grows to all)
+    hard_from_iteration: int = 0  # paper: the iteration from which only hard prompts are drawn
+    hard_min_difficulty: int | None = None  # paper: a prompt with difficulty >= this is hard
+    gradual_start: float = 0.3  # gradual: share of the set (easiest first) drawable at iteration 0
+    gradual_iterations: int = 0  # gradual: iterations until the whole set is drawable
+    prioritized: bool = False  # P(i) proportional to (1 - s_i) + floor, s_i = prompt i's success rate
+    floor: float = 0.05  # keeps solved prompts drawable
+    success_tracking: str = "ema"  # ema | counts (running mean, the initial value counting as one observation)
+    ema_decay: float = 0.7  # ema: s <- decay * s + (1 - decay) * (this draw's success rate)
+    initial_success: float = 0.5  # s_i before the first draw, for prompts without a curation pass_rate
+    histogram_every_n_iterations: int = 10  # sampler/ histograms in TensorBoard; 0: never
+
+
+@dataclass
+class LengthPenaltyConfig:
+    """The paper's length reward (§2.3.3) within each group of k: r + weight * len_reward."""
+
+    weight: float = 0.0  # 0: off
+    warmup_iterations: int = 0  # no penalty before this iteration, the constant weight from it on
+    in_baseline: bool = True  # the group-mean baseline is taken over r + w*len_reward (else len_reward is added after)
+
+
+@dataclass
+class PartialRolloutConfig:
+    """Partial rollouts (§2.6.2): a per-iteration token budget per trajectory and a replay buffer."""
+
+    budget: int = 0  # output tokens per trajectory per iteration; 0: off (every response in one go)
+    max_continuations: int = 4  # a trajectory continued this often and still unfinished is finalized as truncated
+    loss_on: str = "all"  # all (every segment) | current (only tokens generated in this iteration)
+
+
+@dataclass
+class RepeatConfig:
+    """Early stop of degenerate repetition inside the rollout engine (§2.6.2)."""
+
+    ngram: int = 0  # n; 0: off
+    threshold: int = 4  # stop when the newest n-gram has occurred this many times in the response
+    penalty: float = 0.0  # a repeat-stopped response gets reward -penalty
+
+
+@dataclass
 class RLConfig:
     """One iteration: draw prompts, sample k responses each, score, then `epochs` x `minibatches` optimizer steps."""
 
@@ -124,6 +168,32 @@ class RLConfig:
     sample_every_n_iterations: int = 10  # log sample rollouts as text
     checkpoint_every_n_iterations: int = 20
     warn_truncated_frac: float = 0.5  # warn loudly when more answers than this are cut
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
+    partial: PartialRolloutConfig = field(default_factory=PartialRolloutConfig)
+    repeat: RepeatConfig = field(default_factory=RepeatConfig)
+
+
+@dataclass
+class Long2ShortConfig:
+    """Short-CoT models from a long-CoT one (paper §2.4): merge, shortest rejection sampling, DPO."""
+
+    long_model: str = "rl"  # a stage of this run, or a checkpoint directory
+    short_model: str = "sft"  # merged with the long model by the `merge` stage
+    merge_weight: float = 0.5  # weight of the long model: theta = w * long + (1 - w) * short
+    num_prompts: int = 512  # prompts sampled for shortest-RS and DPO data
+    samples_per_prompt: int = 8  # n
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+    long_ratio: float = 1.5  # a correct answer this much longer than the shortest one is a DPO negative
+    max_pairs_per_prompt: int = 4
+    rs_steps: int = 100  # SFT steps on the shortest correct answers
+    rs_batch_size: int = 64
+    rs_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=10))
+    dpo_beta: float = 0.1
+    dpo_steps: int = 100
+    dpo_batch_size: int = 32
+    dpo_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
 
 
 @dataclass
@@ -158,8 +228,9 @@ class ExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "rl", "eval"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,6 +389,31 @@ def validate(cfg: ExperimentConfig) -> None:
     need(0.0 < r.top_p <= 1.0, f"rl.top_p must be in (0, 1], got {r.top_p}")
     need(r.prompts_per_iteration * r.samples_per_prompt >= r.minibatches, "rl.minibatches exceeds the samples of an iteration")
     need(r.checkpoint_every_n_iterations >= 0, "rl.checkpoint_every_n_iterations must be >= 0 (0: only at the end)")
+    s = r.sampling
+    need(s.curriculum in ("none", "paper", "gradual"), f"rl.sampling.curriculum must be none, paper or gradual, got '{s.curriculum}'")
+    if s.curriculum == "paper":
+        need(s.hard_min_difficulty is not None, "rl.sampling.curriculum=paper needs rl.sampling.hard_min_difficulty (difficulty >= it is hard)")
+        need(s.hard_from_iteration >= 0, f"rl.sampling.hard_from_iteration must be >= 0, got {s.hard_from_iteration}")
+    if s.curriculum == "gradual":
+        need(s.gradual_iterations > 0, f"rl.sampling.curriculum=gradual needs rl.sampling.gradual_iterations > 0, got {s.gradual_iterations}")
+        need(0.0 < s.gradual_start <= 1.0, f"rl.sampling.gradual_start must be in (0, 1], got {s.gradual_start}")
+    need(s.floor > 0, f"rl.sampling.floor must be > 0 (so solved prompts stay drawable), got {s.floor}")
+    need(s.success_tracking in ("ema", "counts"), f"rl.sampling.success_tracking must be ema or counts, got '{s.success_tracking}'")
+    need(0.0 <= s.ema_decay < 1.0, f"rl.sampling.ema_decay must be in [0, 1), got {s.ema_decay}")
+    need(0.0 <= s.initial_success <= 1.0, f"rl.sampling.initial_success must be in [0, 1], got {s.initial_success}")
+    need(s.histogram_every_n_iterations >= 0, "rl.sampling.histogram_every_n_iterations must be >= 0 (0: never)")
+    lp = r.length_penalty
+    need(lp.weight >= 0, f"rl.length_penalty.weight must be >= 0, got {lp.weight}")
+    need(lp.warmup_iterations >= 0, f"rl.length_penalty.warmup_iterations must be >= 0, got {lp.warmup_iterations}")
+    need(lp.weight == 0 or r.loss != "rest", "rl.length_penalty needs an advantage-based rl.loss (k15 or reinforce); rest ignores shaped rewards")
+    pr = r.partial
+    need(0 <= pr.budget < r.max_new_tokens, f"rl.partial.budget must be in [0, rl.max_new_tokens={r.max_new_tokens}) (0: off), got {pr.budget}")
+    need(pr.max_continuations >= 1, f"rl.partial.max_continuations must be >= 1, got {pr.max_continuations}")
+    need(pr.loss_on in ("all", "current"), f"rl.partial.loss_on must be all or current, got '{pr.loss_on}'")
+    rp = r.repeat
+    need(rp.ngram >= 0, f"rl.repeat.ngram must be >= 0 (0: off), got {rp.ngram}")
+    need(rp.threshold >= 2, f"rl.repeat.threshold must be >= 2 (occurrences of the n-gram), got {rp.threshold}")
+    need(rp.penalty >= 0, f"rl.repeat.penalty must be >= 0 (the reward is -penalty), got {rp.penalty}")
     if "rl" in cfg.stages:
         need(r.max_new_tokens < m.max_seq_len, f"rl.max_new_tokens ({r.max_new_tokens}) must be below model.max_seq_len ({m.max_seq_len})")
     if "eval" in cfg.stages:
@@ -329,6 +425,19 @@ def validate(cfg: ExperimentConfig) -> None:
     trained_before_eval = [s for s in cfg.stages[: cfg.stages.index("eval")] if s in MODEL_STAGES] if "eval" in cfg.stages else []
     if m.init_from:
         trained_before_eval.append("init")  # the starting checkpoint itself
+    l2s = cfg.long2short
+    for stage in ("merge", "shortest_rs", "dpo"):
+        if stage in cfg.stages:
+            before = [s for s in cfg.stages[: cfg.stages.index(stage)] if s in MODEL_STAGES] + (["init"] if m.init_from else [])
+            sources = [l2s.long_model] + ([l2s.short_model] if stage == "merge" else [])
+            for source in sources:
+                need(source in before or Path(source).is_dir(),
+                     f"{stage}: long2short model '{source}' is neither a stage that runs before it nor a directory")
+    need(0.0 <= l2s.merge_weight <= 1.0, f"long2short.merge_weight must be in [0, 1], got {l2s.merge_weight}")
+    need(l2s.long_ratio >= 1.0, f"long2short.long_ratio must be >= 1, got {l2s.long_ratio}")
+    for name in ("num_prompts", "samples_per_prompt", "max_new_tokens", "max_pairs_per_prompt", "rs_steps", "rs_batch_size", "dpo_steps", "dpo_batch_size"):
+        need(getattr(l2s, name) > 0, f"long2short.{name} must be > 0, got {getattr(l2s, name)}")
+    need(l2s.dpo_beta > 0, f"long2short.dpo_beta must be > 0, got {l2s.dpo_beta}")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))
