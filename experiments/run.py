@@ -3,6 +3,7 @@
     python -m experiments.run --list                  every experiment, one line each
     python -m experiments.run NAME --print-config     the fully resolved config (YAML)
     python -m experiments.run NAME a.b=c x.y=z        run it with overrides (applied last)
+    python -m experiments.run --resume RUN_DIR        continue an interrupted run where it stopped
 
 An experiment is a module experiments/NAME.py whose `config()` returns an ExperimentConfig, or a
 dict {arm name: ExperimentConfig} for an ablation. Bad input ends with one line naming the problem
@@ -54,6 +55,19 @@ def resolve(name: str, overrides: list[str]) -> dict[str, ExperimentConfig]:
     return resolved
 
 
+def resume(run_dir: Path) -> int:
+    """Continue the run in `run_dir` with the config it was started with."""
+    from k15.config import load_yaml
+    from k15.pipeline import run_pipeline
+    from k15.quiet import quiet_libraries
+
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    quiet_libraries()
+    run_pipeline(load_yaml(run_dir / "config.yaml"), run_dir, resume=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="experiment name (see --list)")
@@ -61,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list experiments and exit")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     args = parser.parse_intermixed_args(argv)
     try:
         if args.list:
             for name in experiment_names():
                 print(f"{name:24s} {describe(load_experiment(name))}")
             return 0
+        if args.resume:
+            return resume(Path(args.resume))
         if not args.name:
             parser.error("an experiment name is required (or --list)")
         arms = resolve(args.name, args.overrides)

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from k15.config import ExperimentConfig
+from k15.config import MODEL_STAGES, ExperimentConfig
 from k15.callbacks.checkpoint import IterationCheckpoint
 from k15.data.pretrain import TextPretrainDataModule
 from k15.data.prompts import PromptDataModule, write_prompt_set
@@ -34,45 +34,63 @@ from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
 # Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
+CHAIN_STAGES = ("pretrain", "sft", "rl")  # each starts from the previous one's export
 LONG2SHORT_STAGES = {"merge": run_merge, "shortest_rs": run_shortest_rs, "dpo": run_dpo}
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
-def run_pipeline(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] | None = None) -> dict:
-    """Run `cfg.stages` in order; returns the summary (also written to RUN/summary.json)."""
+def run_pipeline(
+    cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] | None = None, resume: bool = False
+) -> dict:
+    """Run `cfg.stages` in order; returns the summary (also written to RUN/summary.json).
+
+    With `resume`, stages that summary.json records as finished are skipped (their exports are
+    reused) and the first unfinished one continues from its last checkpoint, if it wrote one.
+    """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    summary = Summary(run_dir)
+    summary = Summary.load(run_dir) if resume else Summary(run_dir)
     exports = dict(exports or {})
     if cfg.model.init_from:
         exports["init"] = Path(cfg.model.init_from)
     trained = [p for name, p in exports.items() if name != "init"]
     current: Path | None = trained[-1] if trained else None
     for stage in cfg.stages:
+        if resume and stage in summary.data["stages"]:
+            if stage in MODEL_STAGES:
+                exports[stage] = run_dir / stage / "model"
+                current = exports[stage] if stage in CHAIN_STAGES else current
+            console.print(f"{stage}: finished before, skipped")
+            continue
+        ckpt = run_dir / stage / "checkpoints" / "last.ckpt"
+        ckpt = ckpt if resume and ckpt.is_file() else None
+        if ckpt:
+            console.print(f"{stage}: resuming from {ckpt}")
         started = time.perf_counter()
         console.rule(f"[bold]{cfg.run.name}: {stage}")
         if stage == "pretrain":
-            current = train_pretrain(cfg, run_dir, current)
+            current = train_pretrain(cfg, run_dir, current, ckpt)
             exports[stage] = current
         elif stage == "sft":
-            current = train_sft(cfg, run_dir, current)
+            current = train_sft(cfg, run_dir, current, ckpt_path=ckpt)
             exports[stage] = current
         elif stage == "rl":
-            current = train_rl(cfg, run_dir, current)
+            current = train_rl(cfg, run_dir, current, ckpt)
             exports[stage] = current
         elif stage in LONG2SHORT_STAGES:  # these start from long2short.long_model, not the chain
             exports[stage] = LONG2SHORT_STAGES[stage](cfg, run_dir, exports)
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
-        summary.stage(stage, wall_s=round(time.perf_counter() - started, 1))
+        summary.stage(stage, wall_s=round(time.perf_counter() - started, 1), **({"resumed_from": str(ckpt)} if ckpt else {}))
     console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
     summary.data["exports"] = {name: str(path) for name, path in exports.items()}
     summary.save()
     return summary.data
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | None, module_cls, make_data, stage_cfg) -> Path:
+def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | None, module_cls, make_data, stage_cfg,
+           ckpt_path: Path | None = None) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
     model, tok = load_model_and_tokenizer(cfg.model, init_from)
     model.train()  # from_pretrained returns a model in eval mode
@@ -84,21 +102,21 @@ def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | N
         sample_every_n_steps=cfg.trainer.sample_every_n_steps,
     )
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), stage_cfg.max_steps, stage_cfg.optim.grad_clip)
-    trainer.fit(module, datamodule=make_data(tok))
+    trainer.fit(module, datamodule=make_data(tok), ckpt_path=ckpt_path)
     return export(model, tok, stage_dir / "model")
 
 
-def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None) -> Path:
     data = lambda tok: TextPretrainDataModule(tok, cfg.pretrain, cfg.world, cfg.run.seed)
-    return _train(cfg, run_dir, "pretrain", init_from, PretrainModule, data, cfg.pretrain)
+    return _train(cfg, run_dir, "pretrain", init_from, PretrainModule, data, cfg.pretrain, ckpt_path)
 
 
-def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stage: str = "sft") -> Path:
+def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stage: str = "sft", ckpt_path: Path | None = None) -> Path:
     data = lambda tok: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len)
-    return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft)
+    return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft, ckpt_path)
 
 
-def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Path:
+def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
     model, tok = load_model_and_tokenizer(cfg.model, init_from)
     model.train()
@@ -118,7 +136,7 @@ def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None) -> Pa
         cfg, stage_dir, stage_logger(run_dir, "rl"), max_steps=-1, callbacks=[checkpoints],
         step_checkpoints=False, log_every_n_steps=1,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return export(model, tok, stage_dir / "model")
 
 

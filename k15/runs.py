@@ -54,6 +54,17 @@ class Summary:
         self.path = run_dir / "summary.json"
         self.data: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}, "eval": {}}
 
+    @classmethod
+    def load(cls, run_dir: Path) -> "Summary":
+        """The summary of an earlier (interrupted) run in `run_dir`, to continue it."""
+        summary = cls(run_dir)
+        if summary.path.is_file():
+            try:
+                summary.data = json.loads(summary.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{summary.path}: not valid JSON ({exc.msg})") from None
+        return summary
+
     def stage(self, name: str, **values: Any) -> None:
         self.data["stages"].setdefault(name, {}).update(values)
         self.save()

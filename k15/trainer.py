@@ -8,6 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from k15.checkpoint_io import AtomicCheckpointIO
 from k15.config import ExperimentConfig
 
 
@@ -58,4 +59,5 @@ def make_trainer(
         num_sanity_val_steps=0,
         default_root_dir=str(stage_dir),
         enable_checkpointing=step_checkpoints,
+        plugins=[AtomicCheckpointIO()],
     )

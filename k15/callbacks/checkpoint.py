@@ -1,12 +1,10 @@
-"""Checkpoints every N iterations, written atomically (to a temporary name, then renamed).
-
-A run killed while saving leaves the previous checkpoint intact. Used by stages whose step counter
-is not Lightning's `global_step` (RL with manual optimization counts iterations).
+"""Checkpoints every N iterations, for stages whose step counter is not Lightning's `global_step`
+(RL with manual optimization counts iterations). Writes are atomic through the trainer's
+AtomicCheckpointIO plugin (k15.checkpoint_io).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -19,10 +17,7 @@ class IterationCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer, name: str) -> Path:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         final = self.dirpath / name
-        tmp = self.dirpath / f".{name}.tmp"
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, final)
+        trainer.save_checkpoint(final)
         return final
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.config import PretrainConfig, WorldConfig
 from k15.data.packing import pack_examples
+from k15.data.resumable import EpochBatchSampler, batches_done_in_epoch
 from k15.errors import DataError
 from k15.synthetic.corpus import pretrain_documents
 
@@ -60,7 +61,6 @@ class TextPretrainDataModule(L.LightningDataModule):
         self.rows = PackedRows(pack_examples([(d, d) for d in docs], cfg.seq_len, self.tok.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.rows, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True, generator=generator
-        )
+        sampler = EpochBatchSampler(len(self.rows), self.cfg.batch_size, self.seed)
+        sampler.skip = batches_done_in_epoch(self.trainer)
+        return DataLoader(self.rows, batch_sampler=sampler)

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from k15.config import SFTConfig, WorldConfig
 from k15.data.packing import IGNORE, pack_examples
+from k15.data.resumable import EpochBatchSampler, batches_done_in_epoch
 from k15.errors import DataError
 from k15.synthetic.corpus import sft_examples
 from k15.synthetic.traces import Piece
@@ -82,11 +82,6 @@ class SFTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pad_id, row_len = self.tok.pad_token_id, self.max_len
-        return DataLoader(
-            self.examples,
-            batch_size=self.cfg.batch_size,
-            shuffle=True,
-            drop_last=len(self.examples) >= self.cfg.batch_size,
-            generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=lambda batch: pack_examples(batch, row_len, pad_id),
-        )
+        sampler = EpochBatchSampler(len(self.examples), self.cfg.batch_size, self.seed)
+        sampler.skip = batches_done_in_epoch(self.trainer)
+        return DataLoader(self.examples, batch_sampler=sampler, collate_fn=lambda batch: pack_examples(batch, row_len, pad_id))

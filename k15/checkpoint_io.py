@@ -1,0 +1,32 @@
+"""Checkpoint files written atomically, and read with errors that name the file.
+
+A checkpoint is written to a temporary name beside its target and renamed over it, so a run killed
+during a save leaves the previous checkpoint whole. A truncated or corrupt file fails to load with
+a one-line CheckpointError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from k15.errors import CheckpointError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # torch raises several kinds on a damaged file
+            raise CheckpointError(f"cannot read checkpoint {path} (truncated or corrupt?): {type(exc).__name__}") from None

@@ -1,0 +1,55 @@
+"""Batch order that a resumed run continues exactly: no batch replayed, none skipped.
+
+The order of epoch e is a pure function of (seed, e). When Lightning resumes mid-epoch it restores
+how many batches of the epoch were trained on; the loader built after the restore skips exactly
+those. (Counting batches the loader has *yielded* would be off by one: Lightning fetches a batch
+ahead of the one it trains on.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of indices, reshuffled per epoch (`set_epoch`, which Lightning calls)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.drop_last = drop_last and size >= batch_size
+        self.epoch = 0
+        self.skip = 0  # batches of the current epoch already trained on before a resume
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        else:
+            order = list(range(self.size))
+        batches = [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        skip, self.skip = self.skip, 0  # only the epoch that was interrupted is cut short
+        return iter(batches[skip:])
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+
+
+def batches_done_in_epoch(trainer) -> int:
+    """Batches of the interrupted epoch already trained on, when resuming mid-epoch; else 0.
+
+    Called while Lightning builds the train loader, after it restored the loop counters and before
+    it classifies the restart, so the mid-epoch test is made here from the epoch counters: the epoch
+    had started and was not processed. `processed` (not `completed`) counts a batch whose training
+    step ran, also when the checkpoint was written in that batch's on_train_batch_end.
+    """
+    if trainer is None or not trainer.fit_loop.restarting:
+        return 0
+    epochs = trainer.fit_loop.epoch_progress.total
+    if not (epochs.started == epochs.ready and epochs.processed == epochs.started - 1):
+        return 0
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
