@@ -21,8 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 from k15.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "eval")
-MODEL_STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo")  # stages that export a model
+STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
+MODEL_STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl")  # stages that export a model
 PRESET_GROUPS = ("model", "trainer")
 
 
@@ -194,6 +194,9 @@ class Long2ShortConfig:
     dpo_steps: int = 100
     dpo_batch_size: int = 32
     dpo_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10))
+    rl_iterations: int = 30  # long2short RL: the rl section's settings, but these three replaced
+    rl_max_new_tokens: int = 48  # "significantly reduces the maximum rollout length"
+    rl_length_weight: float = 0.5  # the length penalty's weight, on from the first iteration
 
 
 @dataclass
@@ -426,7 +429,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if m.init_from:
         trained_before_eval.append("init")  # the starting checkpoint itself
     l2s = cfg.long2short
-    for stage in ("merge", "shortest_rs", "dpo"):
+    for stage in ("merge", "shortest_rs", "dpo", "l2s_rl"):
         if stage in cfg.stages:
             before = [s for s in cfg.stages[: cfg.stages.index(stage)] if s in MODEL_STAGES] + (["init"] if m.init_from else [])
             sources = [l2s.long_model] + ([l2s.short_model] if stage == "merge" else [])
@@ -435,9 +438,13 @@ def validate(cfg: ExperimentConfig) -> None:
                      f"{stage}: long2short model '{source}' is neither a stage that runs before it nor a directory")
     need(0.0 <= l2s.merge_weight <= 1.0, f"long2short.merge_weight must be in [0, 1], got {l2s.merge_weight}")
     need(l2s.long_ratio >= 1.0, f"long2short.long_ratio must be >= 1, got {l2s.long_ratio}")
-    for name in ("num_prompts", "samples_per_prompt", "max_new_tokens", "max_pairs_per_prompt", "rs_steps", "rs_batch_size", "dpo_steps", "dpo_batch_size"):
+    for name in ("num_prompts", "samples_per_prompt", "max_new_tokens", "max_pairs_per_prompt", "rs_steps", "rs_batch_size",
+                 "dpo_steps", "dpo_batch_size", "rl_iterations", "rl_max_new_tokens"):
         need(getattr(l2s, name) > 0, f"long2short.{name} must be > 0, got {getattr(l2s, name)}")
     need(l2s.dpo_beta > 0, f"long2short.dpo_beta must be > 0, got {l2s.dpo_beta}")
+    need(l2s.rl_length_weight >= 0, f"long2short.rl_length_weight must be >= 0, got {l2s.rl_length_weight}")
+    if "l2s_rl" in cfg.stages:
+        need(l2s.rl_max_new_tokens < m.max_seq_len, f"long2short.rl_max_new_tokens ({l2s.rl_max_new_tokens}) must be below model.max_seq_len")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))

@@ -23,8 +23,9 @@ from k15.data.pretrain import TextPretrainDataModule
 from k15.data.prompts import PromptDataModule, write_prompt_set
 from k15.data.sft import SFTDataModule
 from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
+from k15.eval.plots import accuracy_vs_tokens, save_figure
 from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
-from k15.long2short.stages import run_dpo, run_merge, run_shortest_rs
+from k15.long2short.stages import run_dpo, run_l2s_rl, run_merge, run_shortest_rs
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
@@ -35,7 +36,7 @@ from k15.trainer import make_trainer, stage_logger
 
 # Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
 CHAIN_STAGES = ("pretrain", "sft", "rl")  # each starts from the previous one's export
-LONG2SHORT_STAGES = {"merge": run_merge, "shortest_rs": run_shortest_rs, "dpo": run_dpo}
+LONG2SHORT_STAGES = {"merge": run_merge, "shortest_rs": run_shortest_rs, "dpo": run_dpo, "l2s_rl": run_l2s_rl}
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
@@ -116,24 +117,26 @@ def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stag
     return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft, ckpt_path)
 
 
-def train_rl(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None) -> Path:
+def train_rl(
+    cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None, stage: str = "rl"
+) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
     model, tok = load_model_and_tokenizer(cfg.model, init_from)
     model.train()
     r = cfg.rl
-    stage_dir = run_dir / "rl"
+    stage_dir = run_dir / stage
     data = PromptDataModule(cfg.world, r.prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
     data.setup()
     write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
     console.print(
-        f"rl: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
+        f"{stage}: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
     check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, r.prompt_path or "synthetic prompt set")
     module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed)
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(
-        cfg, stage_dir, stage_logger(run_dir, "rl"), max_steps=-1, callbacks=[checkpoints],
+        cfg, stage_dir, stage_logger(run_dir, stage), max_steps=-1, callbacks=[checkpoints],
         step_checkpoints=False, log_every_n_steps=1,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
@@ -165,6 +168,11 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
         for level, r in result.levels.items():
             writer.add_scalar(f"eval/{name}/pass@1_level{level}", r.pass_at_1, 0)
         writer.add_text(f"eval/{name}/examples", "\n".join(f"    {e}" for e in result.examples), 0)
+    if len(results) > 1:  # where the models sit on the accuracy-vs-length plane
+        fig = accuracy_vs_tokens({name: r.to_dict() for name, r in results.items()})
+        png = save_figure(fig, run_dir / "accuracy_vs_tokens.png")
+        logger.experiment.add_figure("eval/accuracy_vs_tokens", fig, 0)
+        console.print(f"plot: {png}")
     logger.finalize("success")
     console.print(results_table(results, cfg.eval.temperature))
     return results

@@ -1,4 +1,4 @@
-"""The long2short pipeline stages: merge, shortest rejection sampling, DPO (paper §2.4).
+"""The long2short pipeline stages: merge, shortest rejection sampling, DPO, long2short RL (paper §2.4).
 
 Each starts from `long2short.long_model` (a stage of this run, usually `rl`, or a checkpoint
 directory) and exports RUN/<stage>/model like every other stage, so evaluation compares them all.
@@ -119,3 +119,19 @@ def run_dpo(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> P
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, "dpo"), l2s.dpo_steps, l2s.dpo_optim.grad_clip)
     trainer.fit(module, train_dataloaders=loader)
     return export(model, tok, stage_dir / "model")
+
+
+def run_l2s_rl(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> Path:
+    """RL from the long model with the length penalty on from the first iteration and a much
+    shorter maximum response length: over-long answers are penalised even when correct."""
+    import copy
+
+    from k15.pipeline import train_rl
+
+    l2s = cfg.long2short
+    out = copy.deepcopy(cfg)
+    out.rl.iterations = l2s.rl_iterations
+    out.rl.max_new_tokens = l2s.rl_max_new_tokens
+    out.rl.length_penalty.weight = l2s.rl_length_weight
+    out.rl.length_penalty.warmup_iterations = 0
+    return train_rl(out, run_dir, source_dir(l2s.long_model, exports), stage="l2s_rl")
