@@ -1,0 +1,79 @@
+"""The catalogue of bad inputs: each ends with one line naming the problem, exit status 2, no
+traceback (unless --debug), and every earlier run directory left exactly as it was."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.run import main
+from k15.config import ModelConfig
+from k15.models.decoder import build_decoder, export
+from k15.tokenizer import build_synthetic_tokenizer
+from tests.tiny import TINY
+
+SFT_ONLY = [o for o in TINY if not o.startswith("stages=")] + ["stages=[sft]", "run.threads=1"]
+RL_ONLY = [o for o in TINY if not o.startswith("stages=")] + ["stages=[rl]", "run.threads=1", "rl.max_new_tokens=20"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished run, which no later bad invocation may touch."""
+    root = tmp_path_factory.mktemp("earlier")
+    assert main(["quickstart", *SFT_ONLY, "sft.max_steps=2", f"run.dir={root / 'run'}"]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    good = {"id": "a", "prompt": "1+1=", "answer": "2", "difficulty": 1, "domain": "arithmetic"}
+    (root / "malformed.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    (root / "no_answer.jsonl").write_text(json.dumps({k: v for k, v in good.items() if k != "answer"}) + "\n")
+    (root / "empty_model").mkdir()
+    tok = build_synthetic_tokenizer()
+    small = build_decoder(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16), tok)
+    small.resize_token_embeddings(20)
+    export(small, tok, root / "small_vocab_model")
+    return {p.stem: p for p in root.iterdir()}
+
+
+CASES = {
+    "unknown key": (["quickstart", "rl.iteratons=3"], "unknown config key 'rl.iteratons'"),
+    "wrong type": (["quickstart", "rl.samples_per_prompt=eight"], "expects int"),
+    "unknown experiment": (["quikstart"], "unknown experiment 'quikstart'"),
+    "k = 0": (["quickstart", "rl.samples_per_prompt=0"], "rl.samples_per_prompt must be > 0"),
+    "negative budget": (["quickstart", "rl.partial.budget=-4"], "rl.partial.budget"),
+    "missing SFT file": (["quickstart", *SFT_ONLY, "sft.data_path={tmp}/nope.jsonl"], "SFT data file not found"),
+    "malformed prompt row": (["quickstart", *RL_ONLY, "rl.prompt_path={malformed}"], "malformed.jsonl:2: not valid JSON"),
+    "prompt without answer": (["quickstart", *RL_ONLY, "rl.prompt_path={no_answer}"], "no_answer.jsonl:1: field 'answer' is missing"),
+    "model dir without files": (["quickstart", *SFT_ONLY, "model.init_from={empty_model}"], "no config.json"),
+    "vocabulary mismatch": (["quickstart", *SFT_ONLY, "model.init_from={small_vocab_model}"], "embeds only 20"),
+    "resume a non-run": (["--resume", "{tmp}"], "not a run directory"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line(case, earlier_run, files, tmp_path, capsys):
+    before = snapshot(earlier_run)
+    args, fragment = CASES[case]
+    args = [a.format(tmp=tmp_path, **files) for a in args]
+    if args[0] != "--resume":
+        args.append(f"run.dir={tmp_path / 'new'}")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and fragment in err[-1], err[-3:]
+    assert not any("Traceback" in line for line in err)
+    assert snapshot(earlier_run) == before
+
+
+def test_debug_shows_the_traceback():
+    from k15.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["quickstart", "rl.iteratons=3", "--debug"])
