@@ -30,6 +30,7 @@ from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
 from k15.errors import DataError
+from k15.perf import peak_rss_mb
 from k15.runs import Summary
 from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
@@ -83,7 +84,10 @@ def run_pipeline(
             exports[stage] = LONG2SHORT_STAGES[stage](cfg, run_dir, exports)
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
-        summary.stage(stage, wall_s=round(time.perf_counter() - started, 1), **({"resumed_from": str(ckpt)} if ckpt else {}))
+        summary.stage(
+            stage, wall_s=round(time.perf_counter() - started, 1), peak_rss_mb=round(peak_rss_mb()),
+            **({"resumed_from": str(ckpt)} if ckpt else {}),
+        )
     console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
     summary.data["exports"] = {name: str(path) for name, path in exports.items()}
     summary.save()

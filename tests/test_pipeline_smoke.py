@@ -41,7 +41,7 @@ def test_pretrain_then_sft_lowers_the_loss_and_writes_the_run(tmp_path):
     assert 0.0 <= result["pass@1"] <= 1.0 and result["mean_tokens"] > 0
     assert set(result["levels"]) == {"1", "2", "3"}
     assert set(on_disk["stages"]) == {"pretrain", "sft", "eval"}
-    assert all(s["wall_s"] >= 0 for s in on_disk["stages"].values())
+    assert all(s["wall_s"] >= 0 and s["peak_rss_mb"] > 0 for s in on_disk["stages"].values())
     for stage in ("pretrain", "sft"):
         assert (run_dir / stage / "model" / "model.safetensors").is_file()
         assert (run_dir / stage / "checkpoints" / "last.ckpt").is_file()

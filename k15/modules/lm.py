@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from k15.config import OptimConfig
 from k15.data.packing import model_inputs
 from k15.eval.evaluate import sample_responses
+from k15.perf import memory_metrics
 from k15.tokenizer import prompt_ids
 
 
@@ -59,6 +60,8 @@ class CausalLMModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         seconds = time.perf_counter() - self._step_started
         self.log("perf/tokens_per_s", self._tokens / max(seconds, 1e-9))
+        if batch_idx % 50 == 0:  # memory readings are cheap, but not free
+            self.log_dict(memory_metrics())
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         step = self.global_step
         if self.sample_every_n_steps and self.sample_prompts and step % self.sample_every_n_steps == 0:
