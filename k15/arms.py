@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from k15.config import ExperimentConfig, to_yaml
+from k15.eval.curves import overlay
 from k15.runs import write_text_atomic
 
 # Which config sections each stage reads, beyond run.seed and the stages before it.
@@ -67,4 +68,7 @@ def run_arms(arms: dict[str, ExperimentConfig], experiment_dir: Path) -> dict[st
         write_text_atomic(arm_dir / "config.yaml", to_yaml(cfg))
         results[arm] = run_pipeline(cfg, arm_dir, exports)
         write_text_atomic(experiment_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    curves = overlay(experiment_dir)
+    if curves:
+        console.print(f"arms overlaid: {curves}")
     return results

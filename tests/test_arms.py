@@ -34,3 +34,4 @@ def test_ablation_runs_shared_stages_once(tmp_path):
         assert (tmp_path / arm / "rl" / "model" / "model.safetensors").is_file()
         assert set(summary["eval"]) == {"sft", "rl"}
     assert results["k15"]["eval"]["sft"] == results["rest"]["eval"]["sft"]  # one SFT model, evaluated alike
+    assert (tmp_path / "curves_rl.png").stat().st_size > 1000  # the arms' curves, overlaid
