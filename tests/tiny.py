@@ -8,3 +8,11 @@ TINY = [
     "eval.problems_per_level=4", "eval.samples_per_problem=2", "eval.max_new_tokens=40",
     "trainer.progress=false", "trainer.checkpoint_every_n_steps=20", "trainer.sample_every_n_steps=20",
 ]
+
+# Every section at a size that runs in seconds, for running each experiment file end to end.
+SMOKE = [o for o in TINY if not o.startswith("stages=")] + [
+    "run.threads=1", "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=30",
+    "long2short.num_prompts=4", "long2short.samples_per_prompt=2", "long2short.max_new_tokens=30",
+    "long2short.rs_steps=2", "long2short.rs_batch_size=2", "long2short.dpo_steps=2", "long2short.dpo_batch_size=2",
+    "long2short.rl_iterations=2", "long2short.rl_max_new_tokens=24",
+]

@@ -1,0 +1,13 @@
+"""Ablation (F11): a fresh AdamW every RL iteration (the paper) vs one optimizer kept across iterations."""
+
+from k15.config import ExperimentConfig
+from experiments.quickstart import config as quickstart
+
+
+def config() -> dict[str, ExperimentConfig]:
+    arms = {}
+    for name, reset in (("reset", True), ("persistent", False)):
+        cfg = quickstart()
+        cfg.rl.reset_optimizer = reset
+        arms[name] = cfg
+    return arms
