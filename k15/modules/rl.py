@@ -1,9 +1,12 @@
 """The RL policy as a LightningModule: one `training_step` is one k1.5 RL iteration.
 
     1. sync the trainer's weights into the rollout engine            (perf/weight_sync_s)
-    2. draw prompts, sample k responses per prompt                   (rollout/*)
+    2. draw prompts (curriculum / prioritized: k15.rl.sampler),      (sampler/*)
+       sample k responses per prompt, under a token budget with     (rollout/*)
+       partial rollouts (k15.rollout.partial), stopping repeats
     3. score every response, keyed by sample id                      (reward/*)
-    4. advantages from each prompt's group of k (mean baseline)
+    4. advantages from each prompt's group of k (mean baseline),
+       with the length penalty once warmed up (k15.rl.length_penalty) (rl/length_*)
     5. reference log-probs = the policy at the iteration start
     6. `epochs` x `minibatches` optimizer steps on the k1.5 loss     (rl/*)
        with a fresh optimizer every iteration (paper; `rl.reset_optimizer`)
@@ -11,7 +14,8 @@
 Simplifications, stated: one process holds trainer and engine; rewards come from the rule verifier
 of the synthetic world (the registry of verifiers is a later issue). Prompts are drawn inside the
 step, not by a DataLoader, so the sampler always sees the latest state and a checkpoint holds all
-of it (sampler, RNG, iteration) for an exact resume.
+of it (sampler with its success rates and RNG, replay buffer, RNG, iteration) for an exact resume.
+With partial rollouts an iteration trains only on the groups whose k responses have all finished.
 """
 
 from __future__ import annotations
@@ -24,14 +28,20 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from k15.callbacks.length_penalty import LengthPenaltySchedule
+from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RLConfig
 from k15.data.prompts import PromptRecord
 from k15.rewards.rule import verify
 from k15.rl.advantages import advantages, group_stats
 from k15.rl.batch import RolloutBatch, token_logprobs
+from k15.rl.length_penalty import length_reward, length_stats
 from k15.rl.losses import rl_loss, sequence_logprob
-from k15.rl.sampler import UniformSampler
+from k15.rl.sampler import make_sampler
+from k15.rollout.buffer import Group
 from k15.rollout.engine import RolloutEngine, SamplingParams
+from k15.rollout.partial import PartialRollouts
+from k15.rollout.repeat import RepeatRule
 from k15.tokenizer import prompt_ids, stop_token_ids
 
 console = Console(stderr=True)
@@ -51,9 +61,14 @@ class RLModule(L.LightningModule):
         self.automatic_optimization = False
         self.model, self.tok, self.prompts, self.cfg = model, tok, prompts, cfg
         self.max_seq_len = max_seq_len
-        self.sampler = UniformSampler(len(prompts), seed)
+        self.sampler = make_sampler(prompts, cfg.sampling, cfg.prompts_per_iteration, seed)
+        self.rollouts = PartialRollouts(
+            cfg.samples_per_prompt, cfg.prompts_per_iteration, cfg.max_new_tokens, cfg.partial.budget, cfg.partial.max_continuations
+        )
         self.generator = torch.Generator().manual_seed(seed)  # rollouts and minibatch order
         self.iteration = 0
+        self.length_penalty_weight = 0.0  # set before each iteration by LengthPenaltySchedule
+        self._prompt_tokens: dict[int, list[int]] = {}
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
         self._last_reasons: dict[str, str] = {}  # sample id -> reason, for the logged rollouts
         self.engine: RolloutEngine | None = None
@@ -72,14 +87,26 @@ class RLModule(L.LightningModule):
             self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay
         )
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipe's per-iteration policies; Lightning adds them to the trainer's own callbacks."""
+        c = self.cfg
+        callbacks: list[L.Callback] = [SamplerHistograms(c.sampling.histogram_every_n_iterations)]
+        if c.length_penalty.weight > 0:
+            callbacks.append(LengthPenaltySchedule(c.length_penalty.weight, c.length_penalty.warmup_iterations))
+        return callbacks
+
     def on_fit_start(self) -> None:
         batch = self.cfg.prompts_per_iteration * self.cfg.samples_per_prompt
-        self.engine = RolloutEngine(self.model, max_batch_size=batch, max_seq_len=self.max_seq_len)
+        # A continued trajectory's prompt holds its earlier segments; left-padding aligns all rows
+        # at the longest prompt, so the cache needs up to one budget more than max_seq_len.
+        seq = self.max_seq_len + self.rollouts.budget
+        self.engine = RolloutEngine(self.model, max_batch_size=batch, max_seq_len=seq)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["k15_rl"] = {
             "iteration": self.iteration,
             "sampler": self.sampler.state_dict(),
+            "rollouts": self.rollouts.state_dict(),
             "generator": self.generator.get_state(),
             "verdicts": dict(self.verdicts),
             "optimizer": None if self.cfg.reset_optimizer or self.opt is None else self.opt.state_dict(),
@@ -89,6 +116,7 @@ class RLModule(L.LightningModule):
         state = checkpoint["k15_rl"]
         self.iteration = state["iteration"]
         self.sampler.load_state_dict(state["sampler"])
+        self.rollouts.load_state_dict(state["rollouts"])
         self.generator.set_state(state["generator"])
         self.verdicts = Counter(state["verdicts"])
         self.persistent_opt_state = state["optimizer"]
@@ -103,52 +131,91 @@ class RLModule(L.LightningModule):
         metrics["perf/weight_sync_s"] = self.engine.load_weights(self.model)
 
         t = time.perf_counter()
-        records = [self.prompts[i] for i in self.sampler.draw(c.prompts_per_iteration)]
-        rollout = self.roll_out(records)
+        done = self.rollouts.run(
+            self.iteration, self.engine, lambda n: self.sampler.draw(n, self.iteration),
+            self.prompt_tokens, self.sampling_params(), self.generator,
+        )
         metrics["perf/rollout_s"] = time.perf_counter() - t
-        metrics["rollout/tokens_per_s"] = rollout.num_response_tokens / max(metrics["perf/rollout_s"], 1e-9)
+        metrics["rollout/tokens_per_s"] = done.generated_tokens / max(metrics["perf/rollout_s"], 1e-9)
+        metrics.update(done.stats)
 
-        t = time.perf_counter()
-        rewards = self.score(rollout)
-        metrics["perf/score_s"] = time.perf_counter() - t
+        rollout = rewards = None
+        if done.groups:  # with partial rollouts an iteration may finish no whole group
+            rollout = self.to_batch(done.groups)
+            t = time.perf_counter()
+            rewards, correct = self.score(rollout)
+            metrics["perf/score_s"] = time.perf_counter() - t
+            groups = rollout.group_ids
+            per_group = torch.zeros(len(done.groups)).index_add_(0, groups, correct.float()) / c.samples_per_prompt
+            self.sampler.update([g.prompt_index for g in done.groups], per_group.tolist())
 
-        t = time.perf_counter()
-        metrics.update(self.train_on(rollout, rewards))
-        metrics["perf/train_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            adv = self.shaped_advantages(rollout, rewards, correct, metrics)
+            metrics.update(self.train_on(rollout, rewards, adv))
+            metrics["perf/train_s"] = time.perf_counter() - t
+            metrics.update(rollout.length_stats(prefix="rollout/"))
+            metrics.update({f"reward/{k}": float(v) for k, v in group_stats(rewards, groups).items()})
+        metrics.update(self.sampler.stats())
         metrics["perf/iteration_s"] = time.perf_counter() - started
-        metrics.update(rollout.length_stats(prefix="rollout/"))
-        metrics.update({f"reward/{k}": float(v) for k, v in group_stats(rewards, rollout.group_ids).items()})
 
         self.iteration += 1
         self.log_iteration(metrics, rollout, rewards)
         return None
 
-    def roll_out(self, records: list[PromptRecord]) -> RolloutBatch:
+    def prompt_tokens(self, index: int) -> list[int]:
+        if index not in self._prompt_tokens:
+            self._prompt_tokens[index] = prompt_ids(self.tok, self.prompts[index].prompt)
+        return self._prompt_tokens[index]
+
+    def sampling_params(self) -> SamplingParams:
         c = self.cfg
-        k = c.samples_per_prompt
-        prompts = [prompt_ids(self.tok, r.prompt) for r in records]
-        params = SamplingParams(
+        return SamplingParams(
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
             stop_token_ids=tuple(stop_token_ids(self.tok)),
+            repeat=RepeatRule(c.repeat.ngram, c.repeat.threshold) if c.repeat.ngram else None,
         )
-        out = self.engine.generate([p for p in prompts for _ in range(k)], params, generator=self.generator)
-        return RolloutBatch.build(records, prompts, k, out, pad_id=self.tok.pad_token_id)
 
-    def score(self, rollout: RolloutBatch) -> torch.Tensor:
-        """Reward per sample, looked up by sample id: a bad parse can never shift another sample's reward."""
-        by_id: dict[str, float] = {}
-        self._last_reasons = {}
-        for sample in rollout.samples:
-            verdict = verify(self.tok.decode(sample.tokens), sample.record.answer)
-            reason = "truncated" if sample.finish_reason == "length" else verdict.reason
-            self.verdicts[reason] += 1
-            self._last_reasons[sample.id] = reason
-            by_id[sample.id] = self.cfg.truncated_reward if sample.finish_reason == "length" else verdict.reward
-        return torch.tensor([by_id[s.id] for s in rollout.samples], dtype=torch.float32)
+    def to_batch(self, groups: list[Group]) -> RolloutBatch:
+        prompts = [self.prompt_tokens(g.prompt_index) for g in groups]
+        current_only = self.cfg.partial.loss_on == "current"
+        return RolloutBatch.from_groups(groups, self.prompts, prompts, self.iteration, current_only, self.tok.pad_token_id)
 
-    def train_on(self, rollout: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
+    def score(self, rollout: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward and verifier correctness per sample, looked up by sample id: a bad parse can never
+        shift another sample's reward. A response cut by length or stopped as a repeat has no final
+        answer: its reward is `rl.truncated_reward` / `-rl.repeat.penalty`, and it is not correct."""
         c = self.cfg
-        adv = advantages(rewards, rollout.group_ids, c.baseline, c.tau)
+        verdicts = {s.id: verify(self.tok.decode(s.tokens), s.record.answer) for s in rollout.samples}  # sample id -> verdict
+        overrides = {"length": ("truncated", c.truncated_reward), "repeat": ("repeat", -c.repeat.penalty)}
+        by_id: dict[str, tuple[float, bool]] = {}
+        self._last_reasons = {}
+        for s in rollout.samples:
+            verdict = verdicts[s.id]
+            reason, reward = overrides.get(s.finish_reason, (verdict.reason, verdict.reward))
+            self.verdicts[reason] += 1
+            self._last_reasons[s.id] = reason
+            by_id[s.id] = (reward, s.finish_reason == "stop" and verdict.reward == 1.0)
+        rewards = torch.tensor([by_id[s.id][0] for s in rollout.samples], dtype=torch.float32)
+        correct = torch.tensor([by_id[s.id][1] for s in rollout.samples], dtype=torch.bool)
+        return rewards, correct
+
+    def shaped_advantages(
+        self, rollout: RolloutBatch, rewards: torch.Tensor, correct: torch.Tensor, metrics: dict[str, float]
+    ) -> torch.Tensor:
+        """Group-mean advantages of r, or of r + w * len_reward (paper §2.3.3) once the penalty is on."""
+        c, w = self.cfg, self.length_penalty_weight
+        groups = rollout.group_ids
+        if c.length_penalty.weight == 0:
+            return advantages(rewards, groups, c.baseline, c.tau)
+        lengths = torch.tensor([len(s.tokens) for s in rollout.samples])  # response tokens, all segments
+        len_reward = length_reward(lengths, correct, groups)
+        metrics.update(length_stats(len_reward, lengths, correct, groups, w))  # logged during the warm-up too
+        if c.length_penalty.in_baseline:
+            return advantages(rewards + w * len_reward, groups, c.baseline, c.tau)
+        return advantages(rewards, groups, c.baseline, c.tau) + w * len_reward
+
+    def train_on(self, rollout: RolloutBatch, rewards: torch.Tensor, adv: torch.Tensor) -> dict[str, float]:
+        c = self.cfg
         input_ids, attention, loss_mask = rollout.tensors(self.device)
         n = input_ids.shape[0]
         constant = float(c.max_new_tokens) if c.logp_normalization == "constant" else None
@@ -199,18 +266,20 @@ class RLModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------
     # Logging
 
-    def log_iteration(self, metrics: dict[str, float], rollout: RolloutBatch, rewards: torch.Tensor) -> None:
+    def log_iteration(self, metrics: dict[str, float], rollout: RolloutBatch | None, rewards: torch.Tensor | None) -> None:
         c = self.cfg
         total = sum(self.verdicts.values())
         for reason, count in self.verdicts.items():
             metrics[f"reward/verdict_{reason}_frac"] = count / total
-        if metrics["rollout/truncated_frac"] > c.warn_truncated_frac:
+        if metrics.get("rollout/truncated_frac", 0.0) > c.warn_truncated_frac:
             console.print(
                 f"[bold red]WARNING[/]: iteration {self.iteration}: {metrics['rollout/truncated_frac']:.0%} of responses hit "
                 f"rl.max_new_tokens={c.max_new_tokens} and get rl.truncated_reward={c.truncated_reward}; raise rl.max_new_tokens"
             )
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.iteration)
+        if rollout is None or rewards is None:
+            return
         self.log("reward", metrics["reward/reward_mean"], prog_bar=True, logger=False)
         self.log("len", metrics["rollout/len_mean"], prog_bar=True, logger=False)
         every = c.sample_every_n_iterations
@@ -219,5 +288,6 @@ class RLModule(L.LightningModule):
             lines = []
             for sample, reward in list(zip(rollout.samples, rewards.tolist()))[:: max(1, len(rollout.samples) // 8)]:
                 text = self.tok.decode(sample.tokens)
-                lines.append(f"    [r={reward:g} {self._last_reasons.get(sample.id, '')}] {sample.record.prompt}{text}")
+                parts = f" {sample.segments} segments" if sample.segments > 1 else ""
+                lines.append(f"    [r={reward:g} {self._last_reasons.get(sample.id, '')}{parts}] {sample.record.prompt}{text}")
             experiment.add_text("rollouts", "\n".join(lines), self.iteration)

@@ -1,4 +1,10 @@
-"""An iteration's rollouts as training data: samples keyed by id, padded tensors, length statistics."""
+"""An iteration's rollouts as training data: samples keyed by id, padded tensors, length statistics.
+
+With partial rollouts a sample's response may have been generated over several iterations; then
+`fresh_start` marks where this iteration's tokens begin (older ones were sampled by older policies)
+and `loss_start` where the loss begins (0, or `fresh_start` with `rl.partial.loss_on=current`).
+Reference log-probs are always recomputed over the whole response.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,20 @@ import torch.nn.functional as F
 
 from k15.data.packing import document_mask, pack_examples
 from k15.data.prompts import PromptRecord
+from k15.rollout.buffer import Group
 
 
 @dataclass
 class Sample:
-    id: str  # "<prompt id>#<j>": rewards and stats are looked up by this, never by position
+    id: str  # "<prompt id>@<group id>#<j>": rewards and stats are looked up by this, never by position
     record: PromptRecord
     prompt: list[int]
     tokens: list[int]
     logprobs: list[float]  # from the rollout engine
-    finish_reason: str  # stop | length
+    finish_reason: str  # stop | length | repeat
+    fresh_start: int = 0  # response tokens before this came from an earlier iteration's policy
+    loss_start: int = 0  # response tokens before this are context only, not in the loss
+    segments: int = 1  # iterations the response was generated in
 
 
 @dataclass
@@ -28,14 +38,22 @@ class RolloutBatch:
     pad_id: int
 
     @classmethod
-    def build(cls, records: list[PromptRecord], prompts: list[list[int]], k: int, out, pad_id: int) -> RolloutBatch:
-        samples, groups = [], []
-        for i, (record, prompt) in enumerate(zip(records, prompts)):
-            for j in range(k):
-                n = i * k + j
-                samples.append(Sample(f"{record.id}#{j}", record, prompt, out.tokens[n], out.logprobs[n], out.finish_reasons[n]))
-                groups.append(i)
-        return cls(samples, torch.tensor(groups, dtype=torch.long), pad_id)
+    def from_groups(
+        cls, groups: list[Group], records: list[PromptRecord], prompts: list[list[int]], iteration: int,
+        loss_on_current_only: bool, pad_id: int,
+    ) -> RolloutBatch:
+        """Finished groups (k15.rollout.partial) as a batch; `prompts[i]` are the ids of one group's prompt."""
+        samples, group_ids = [], []
+        for gi, (group, prompt) in enumerate(zip(groups, prompts, strict=True)):
+            record = records[group.prompt_index]
+            for j, m in enumerate(group.members):
+                fresh = m.tokens_before(iteration)
+                samples.append(Sample(
+                    f"{record.id}@{group.id}#{j}", record, prompt, m.tokens, m.logprobs, m.finish_reason,
+                    fresh_start=fresh, loss_start=fresh if loss_on_current_only else 0, segments=len(m.segments),
+                ))
+                group_ids.append(gi)
+        return cls(samples, torch.tensor(group_ids, dtype=torch.long), pad_id)
 
     @property
     def num_response_tokens(self) -> int:
@@ -52,31 +70,34 @@ class RolloutBatch:
             full = s.prompt + s.tokens
             ids[row, : len(full)] = torch.tensor(full)
             attention[row, : len(full)] = 1
-            loss_mask[row, len(s.prompt) : len(full)] = 1.0
+            loss_mask[row, len(s.prompt) + s.loss_start : len(full)] = 1.0
         return ids.to(device), attention.to(device), loss_mask.to(device)
 
     def length_stats(self, prefix: str = "") -> dict[str, float]:
         lengths = torch.tensor([len(s.tokens) for s in self.samples], dtype=torch.float32)
         truncated = sum(s.finish_reason == "length" for s in self.samples)
+        repeated = sum(s.finish_reason == "repeat" for s in self.samples)
         return {
             f"{prefix}tokens": float(lengths.sum()),
             f"{prefix}len_mean": float(lengths.mean()),
             f"{prefix}len_p50": float(lengths.quantile(0.5)),
             f"{prefix}len_p95": float(lengths.quantile(0.95)),
             f"{prefix}truncated_frac": truncated / len(self.samples),
+            f"{prefix}repeat_frac": repeated / len(self.samples),
         }
 
     def logprob_mismatch(self, train_token_logprobs: torch.Tensor) -> float:
-        """Mean |logp_rollout - logp_train| over response tokens (train = the reference pass)."""
+        """Mean |logp_rollout - logp_train| over this iteration's response tokens (train = the reference pass)."""
         total, count = 0.0, 0
         train = train_token_logprobs.detach().cpu()
         for row, s in enumerate(self.samples):
-            if not s.tokens:
+            fresh = s.logprobs[s.fresh_start :]
+            if not fresh:
                 continue
-            start = len(s.prompt)
-            diff = train[row, start : start + len(s.tokens)] - torch.tensor(s.logprobs)
+            start = len(s.prompt) + s.fresh_start
+            diff = train[row, start : start + len(fresh)] - torch.tensor(fresh)
             total += float(diff.abs().sum())
-            count += len(s.tokens)
+            count += len(fresh)
         return total / max(count, 1)
 
 

@@ -21,6 +21,7 @@ Layout decisions (each measured or needed for exactness, see benchmarks/RESULTS.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 import transformers
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from k15.rollout.repeat import NO_TOKEN
 from k15.rollout.sampling import SamplingParams, sample_next
 
 __all__ = ["RolloutEngine", "RolloutOutput", "SamplingParams"]
@@ -37,7 +39,7 @@ __all__ = ["RolloutEngine", "RolloutOutput", "SamplingParams"]
 class RolloutOutput:
     tokens: list[list[int]]  # generated ids per sequence (includes the stop token when it stopped)
     logprobs: list[list[float]]  # log p(token) at temperature 1, no top-p (what the RL loss needs)
-    finish_reasons: list[str]  # "stop" or "length"
+    finish_reasons: list[str]  # "stop", "length" (max_new_tokens or the row's limit) or "repeat"
 
 
 @dataclass(frozen=True)
@@ -293,31 +295,60 @@ class RolloutEngine:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None = None
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | None = None,
+        *,
+        limits: Sequence[int] | None = None,
+        history: Sequence[int] | None = None,
     ) -> RolloutOutput:
         """Sample a completion for every prompt. Prompts longer than a batch are split into chunks.
 
         Prompts are processed in order of length (so chunks need little padding); results come back
         in the caller's order. Reproducible for a fixed generator seed and the same inputs.
+
+        limits: per prompt, the most new tokens it may get (<= params.max_new_tokens); a row that
+            reaches its own limit ends with "length". Partial rollouts pass their per-iteration budget.
+        history: per prompt, how many of its last tokens are earlier output of the same response (a
+            continued partial rollout). Only the repeat rule reads them, so a response generated in
+            segments stops exactly where it would have stopped in one go.
         """
+        n = len(prompts)
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        if limits is not None and (len(limits) != n or not all(0 <= x <= params.max_new_tokens for x in limits)):
+            raise ValueError(f"limits needs one value in [0, {params.max_new_tokens}] per prompt")
+        if history is not None and (len(history) != n or not all(0 <= h <= len(p) for h, p in zip(history, prompts))):
+            raise ValueError("history needs one value per prompt, at most the prompt's length")
+        order = sorted(range(n), key=lambda i: len(prompts[i]))
+        if limits is not None:
+            order = [i for i in order if limits[i] > 0]  # nothing to generate: empty, "length"
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
-        reasons: list[str] = ["length"] * len(prompts)
+        reasons: list[str] = ["length"] * n
         with torch.inference_mode():
             for first in range(0, len(order), self.max_batch_size):
                 chunk = order[first : first + self.max_batch_size]
-                out = self._generate_chunk([prompts[i] for i in chunk], params, generator)
+                out = self._generate_chunk(
+                    [prompts[i] for i in chunk], params, generator,
+                    None if limits is None else [limits[i] for i in chunk],
+                    None if history is None else [history[i] for i in chunk],
+                )
                 for j, i in enumerate(chunk):
                     tokens[i], logprobs[i], reasons[i] = out.tokens[j], out.logprobs[j], out.finish_reasons[j]
         return RolloutOutput(tokens=tokens, logprobs=logprobs, finish_reasons=reasons)
 
     def _generate_chunk(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | None,
+        limits: list[int] | None,
+        history: list[int] | None,
     ) -> RolloutOutput:
-        n, new = len(prompts), params.max_new_tokens
+        n = len(prompts)
+        new = params.max_new_tokens if limits is None else max(limits)
         P = max(len(p) for p in prompts)
         if P + new > self.max_seq_len:
             raise ValueError(f"prompt ({P}) + max_new_tokens ({new}) exceeds max_seq_len ({self.max_seq_len})")
@@ -328,11 +359,19 @@ class RolloutEngine:
         logits, key_ok = self._prefill(F.embedding(ids, self.embed), pad)
 
         dev = self.device
-        out_tokens = torch.zeros(n, new, dtype=torch.long, device=dev)
+        rule = params.repeat
+        # The response so far per original row: earlier segments (right-aligned, repeat rule only), then new tokens.
+        H = max(history) if rule is not None and history else 0
+        responses = torch.full((n, H + new), NO_TOKEN, dtype=torch.long, device=dev)
+        for r, h in enumerate(history if H else []):
+            if h:
+                responses[r, H - h : H] = torch.tensor(prompts[r][len(prompts[r]) - h :], dtype=torch.long)
+        out_tokens = responses[:, H:]
         out_logprobs = torch.zeros(n, new, dtype=torch.float, device=dev)
         done_at = [new] * n  # number of generated tokens per original row
-        stopped = [False] * n
+        reasons = ["length"] * n
         stop_ids = torch.tensor(params.stop_token_ids, dtype=torch.long, device=dev) if params.stop_token_ids else None
+        limit = torch.tensor(limits, device=dev) if limits is not None else None
         rows = torch.arange(n, device=dev)  # batch slot -> original row; changes when we compact
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # per slot: still generating
         compacted = False
@@ -343,22 +382,34 @@ class RolloutEngine:
                 out_tokens[rows, step], out_logprobs[rows, step] = tok, lp
             else:
                 out_tokens[:, step], out_logprobs[:, step] = tok, lp
+            # Finish checks in order of precedence: a stop token, then a repeat, then the row's own limit.
+            checks: list[tuple[str, torch.Tensor]] = []
             if stop_ids is not None:
-                hit = torch.isin(tok, stop_ids) & alive
+                checks.append(("stop", torch.isin(tok, stop_ids)))
+            if rule is not None:
+                seen = responses[:, : H + step + 1]
+                checks.append(("repeat", rule.hits(seen[rows] if compacted else seen)))
+            if limit is not None:
+                checks.append(("length", limit[rows] == step + 1))
+            finished, any_finished = torch.zeros_like(alive), False
+            for reason, hit in checks:
+                hit = hit & alive & ~finished
                 if bool(hit.any()):
                     for r in rows[hit].tolist():
-                        done_at[r], stopped[r] = step + 1, True
-                    alive &= ~hit
-                    live = int(alive.sum())
-                    if live == 0:
-                        break
-                    if 2 * live <= alive.numel() and step + 1 < new:
-                        # Finished rows still cost a full row of compute; drop them from the batch.
-                        keep = alive.nonzero().squeeze(1)
-                        self._compact(keep, filled=P + step)
-                        rows, tok, next_pos, alive = rows[keep], tok[keep], next_pos[keep], alive[keep]
-                        key_ok = key_ok[keep] if key_ok is not None else None
-                        compacted = True
+                        done_at[r], reasons[r] = step + 1, reason
+                    finished, any_finished = finished | hit, True
+            if any_finished:
+                alive &= ~finished
+                live = int(alive.sum())
+                if live == 0:
+                    break
+                if 2 * live <= alive.numel() and step + 1 < new:
+                    # Finished rows still cost a full row of compute; drop them from the batch.
+                    keep = alive.nonzero().squeeze(1)
+                    self._compact(keep, filled=P + step)
+                    rows, tok, next_pos, alive = rows[keep], tok[keep], next_pos[keep], alive[keep]
+                    key_ok = key_ok[keep] if key_ok is not None else None
+                    compacted = True
             if step + 1 == new:
                 break
             col = P + step  # the cache column this token's keys/values go to
@@ -372,7 +423,7 @@ class RolloutEngine:
         return RolloutOutput(
             tokens=[t[:k] for t, k in zip(tok_lists, done_at)],
             logprobs=[t[:k] for t, k in zip(lp_lists, done_at)],
-            finish_reasons=["stop" if s else "length" for s in stopped],
+            finish_reasons=reasons,
         )
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

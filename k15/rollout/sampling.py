@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from k15.rollout.repeat import RepeatRule
+
 
 @dataclass
 class SamplingParams:
@@ -18,6 +20,7 @@ class SamplingParams:
     temperature: float = 1.0  # 0.0 means greedy (argmax)
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
+    repeat: RepeatRule | None = None  # stop a looping response early (finish reason "repeat")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:

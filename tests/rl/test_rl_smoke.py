@@ -7,48 +7,23 @@ where per-problem facts would take many. The negative control flips the sign of 
 its reward must not rise.
 """
 
-import json
-
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import k15.modules.rl as rl_module
-from k15.config import apply_overrides, base
-from k15.pipeline import run_pipeline
-from k15.runs import create_run_dir
+from tests.rl.runs import run, scalars, write_always7
 
-MODEL = ["model.hidden_size=48", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2",
-         "model.intermediate_size=96", "model.max_seq_len=48", "world.max_level=1", "world.heldout_fraction=0.05",
-         "trainer.progress=false", "run.threads=1"]
-SFT = ["stages=[sft]", "sft.max_steps=70", "sft.batch_size=64", "sft.num_examples=4000", "sft.long_fraction=0",
-       "sft.optim.lr=3e-3", "sft.optim.warmup_steps=5", "trainer.sample_every_n_steps=0"]
 RL = ["stages=[rl]", "rl.iterations=16", "rl.prompts_per_iteration=16", "rl.samples_per_prompt=8",
       "rl.max_new_tokens=8", "rl.lr=2e-3", "rl.epochs=2", "rl.checkpoint_every_n_iterations=0"]
 
 
-def run(overrides, directory):
-    cfg = apply_overrides(base(), MODEL + overrides + [f"run.dir={directory}"])
-    cfg.run.name = "rl-smoke"
-    run_dir = create_run_dir(cfg)
-    run_pipeline(cfg, run_dir)
-    return run_dir
-
-
 def reward_curve(run_dir) -> list[float]:
-    events = EventAccumulator(str(run_dir / "tb" / "rl"))
-    events.Reload()
-    return [e.value for e in events.Scalars("reward/reward_mean")]
+    curve = scalars(run_dir)["reward/reward_mean"]
+    return [curve[step] for step in sorted(curve)]
 
 
 @pytest.fixture(scope="module")
-def rl_overrides(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rl-smoke")
-    sft_model = run(SFT, root / "sft") / "sft" / "model"
-    prompts = root / "always7.jsonl"
-    with prompts.open("w") as f:
-        for a in range(10):
-            for b in range(10 - a):
-                f.write(json.dumps({"id": f"{a}+{b}", "prompt": f"{a}+{b}=", "answer": "7", "difficulty": 1, "domain": "arithmetic"}) + "\n")
+def rl_overrides(sft_model, tmp_path_factory):
+    prompts = write_always7(tmp_path_factory.mktemp("rl-smoke") / "always7.jsonl")
     return RL + [f"model.init_from={sft_model}", f"rl.prompt_path={prompts}"]
 
 

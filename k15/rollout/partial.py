@@ -1,0 +1,116 @@
+"""Partial rollouts (paper §2.6.2): a per-iteration token budget per trajectory and a replay buffer.
+
+Each iteration has a fixed number of trajectory slots (prompts_per_iteration x k). Every slot
+generates at most `budget` new tokens. A trajectory that neither stops nor reaches max_new_tokens
+within its budget is saved, with its prefix and the iteration of each segment, and continued in
+the next iteration (its prompt is then the original prompt plus all its earlier segments). New
+prompts fill the slots that are free, k at a time. After `max_continuations` continuations a
+still-unfinished trajectory is finalized as truncated (finish reason "length").
+
+Groups and the baseline (the paper leaves this open). The baseline of a sample is the mean reward
+of its own group of k. If finished members were trained at once and their unfinished siblings
+later, each part would be baselined against an incomplete group, and long trajectories (the ones
+that need continuing) would be compared with nothing. So a group stays in the buffer, finished
+members included, until all k members are done; then the whole group is scored and trained
+together, in the iteration its last member finishes. The price: a finished member waits, and its
+tokens were sampled by an older policy (logged as staleness). With `rl.partial.loss_on=current`
+only tokens generated in the training iteration enter the loss, so a member that finished earlier
+still sets the baseline but gets no gradient.
+
+`budget=0` (or a budget >= max_new_tokens) turns the budget and the buffer off: every response is
+generated in one go, exactly as without this module (the engine gets the same prompts in the same
+order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from k15.rollout.buffer import Group, ReplayBuffer, Trajectory
+from k15.rollout.engine import RolloutEngine
+from k15.rollout.sampling import SamplingParams
+
+
+@dataclass
+class RolloutRound:
+    groups: list[Group]  # finished groups to train on now, oldest first
+    generated_tokens: int  # new tokens this iteration
+    stats: dict[str, float]
+
+
+class PartialRollouts:
+    def __init__(self, group_size: int, groups_per_iteration: int, max_new_tokens: int, budget: int = 0, max_continuations: int = 4):
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0 (0: off), got {budget}")
+        self.k, self.slots = group_size, group_size * groups_per_iteration
+        self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
+        self.budget = budget if budget < max_new_tokens else 0  # a budget that cuts nothing is no budget
+        self.buffer = ReplayBuffer()
+
+    def run(
+        self,
+        iteration: int,
+        engine: RolloutEngine,
+        draw: Callable[[int], list[int]],
+        prompt_of: Callable[[int], list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> RolloutRound:
+        """One iteration's rollouts. `draw(n)` picks n new prompt indices; `prompt_of(i)` is prompt i's ids."""
+        continuing = self.buffer.unfinished()
+        new = [
+            Group(f"{iteration}.{slot}", index, [Trajectory() for _ in range(self.k)])
+            for slot, index in enumerate(draw((self.slots - len(continuing)) // self.k))
+        ]
+        work = continuing + [(g, m) for g in new for m in g.members]
+        prompts = [prompt_of(g.prompt_index) + m.tokens for g, m in work]
+        limits = history = None
+        if self.budget:
+            limits = [min(self.budget, self.max_new_tokens - len(m.tokens)) for _, m in work]
+            history = [len(m.tokens) for _, m in work]
+        out = engine.generate(prompts, params, generator, limits=limits, history=history)
+
+        saved = capped = 0
+        for (_, m), tokens, logprobs, reason in zip(work, out.tokens, out.logprobs, out.finish_reasons):
+            m.extend(iteration, tokens, logprobs)
+            if reason != "length" or len(m.tokens) >= self.max_new_tokens:
+                m.finish_reason = reason
+            elif len(m.segments) > self.max_continuations:
+                m.finish_reason, capped = "length", capped + 1
+            else:
+                saved += 1  # out of budget: continued next iteration
+        for g in new:
+            self.buffer.add(g)
+        done = self.buffer.pop_done()
+        return RolloutRound(done, sum(len(t) for t in out.tokens), self._stats(iteration, done, len(work), len(continuing), saved, capped))
+
+    def _stats(self, iteration: int, done: list[Group], slots: int, continued: int, saved: int, capped: int) -> dict[str, float]:
+        if not self.budget:
+            return {}
+        slots = max(slots, 1)
+        stats = {
+            "rollout/partial_frac": saved / slots,  # of this iteration's trajectories: saved unfinished
+            "rollout/continued_frac": continued / slots,  # ... that continued an earlier one
+            "rollout/capped_frac": capped / slots,  # ... finalized as truncated by max_continuations
+            "rollout/buffer_trajectories": float(len(self.buffer.unfinished())),
+            "rollout/buffer_groups": float(len(self.buffer)),
+            "rollout/finished_groups": float(len(done)),
+        }
+        trained = [m for g in done for m in g.members]
+        if trained:
+            ages = [iteration - m.segments[0][0] for m in trained]  # iterations since its first token
+            stats["rollout/segments_mean"] = sum(len(m.segments) for m in trained) / len(trained)
+            stats["rollout/staleness_mean"] = sum(ages) / len(ages)
+            stats["rollout/staleness_max"] = float(max(ages))
+            stale = sum(m.tokens_before(iteration) for m in trained)
+            stats["rollout/stale_token_frac"] = stale / max(1, sum(len(m.tokens) for m in trained))
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])

@@ -1,0 +1,141 @@
+"""Partial rollouts: budgeted segments equal one-go generation; the buffer continues, groups wait, state resumes."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+
+import torch
+
+from k15.rollout.engine import RolloutEngine, RolloutOutput
+from k15.rollout.partial import PartialRollouts
+from k15.rollout.repeat import RepeatRule
+from k15.rollout.sampling import SamplingParams
+from tests.rollout.test_engine import PROMPTS, make_model, pick_stop_token
+
+
+def test_three_budgeted_segments_equal_one_go_greedy():
+    model = make_model("qwen2")
+    engine = RolloutEngine(model, max_batch_size=4, max_seq_len=64)
+    free = engine.generate(PROMPTS, SamplingParams(max_new_tokens=18, temperature=0.0)).tokens
+    params = SamplingParams(max_new_tokens=18, temperature=0.0, stop_token_ids=(pick_stop_token(free),))
+    one_go = engine.generate(PROMPTS, params)
+    assert "stop" in one_go.finish_reasons and "length" in one_go.finish_reasons
+
+    tokens = [[] for _ in PROMPTS]
+    logprobs = [[] for _ in PROMPTS]
+    reasons = [""] * len(PROMPTS)
+    for _ in range(3):  # budget 6 per segment: three segments make the full 18
+        live = [i for i, r in enumerate(reasons) if r in ("", "length") and len(tokens[i]) < 18]
+        out = engine.generate([PROMPTS[i] + tokens[i] for i in live], params, limits=[6] * len(live), history=[len(tokens[i]) for i in live])
+        for i, t, lp, r in zip(live, out.tokens, out.logprobs, out.finish_reasons):
+            tokens[i], logprobs[i], reasons[i] = tokens[i] + t, logprobs[i] + lp, r
+    assert tokens == one_go.tokens
+    assert reasons == one_go.finish_reasons
+    for a, b in zip(logprobs, one_go.logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=0)
+
+
+def test_buffer_continuation_through_partial_rollouts_equals_one_go():
+    model = make_model("llama")
+    engine = RolloutEngine(model, max_batch_size=16, max_seq_len=64 + 5)
+    free = engine.generate(PROMPTS, SamplingParams(max_new_tokens=15, temperature=0.0)).tokens
+    params = SamplingParams(max_new_tokens=15, temperature=0.0, stop_token_ids=(pick_stop_token(free),), repeat=RepeatRule(2, 3))
+    one_go = engine.generate(PROMPTS, params)
+    assert {"stop", "length", "repeat"} <= set(one_go.finish_reasons)
+
+    rollouts = PartialRollouts(group_size=2, groups_per_iteration=len(PROMPTS), max_new_tokens=15, budget=5, max_continuations=9)
+    queue = list(range(len(PROMPTS)))
+    draw = lambda n: [queue.pop(0) for _ in range(min(n, len(queue)))]  # noqa: E731
+    finished = []
+    for iteration in range(4):
+        finished += rollouts.run(iteration, engine, draw, lambda i: PROMPTS[i], params, None).groups
+    assert not rollouts.buffer.groups and len(finished) == len(PROMPTS)
+    assert max(len(m.segments) for g in finished for m in g.members) == 3  # some took three segments
+    for group in finished:
+        for m in group.members:  # greedy: both members equal the one-go response
+            assert m.tokens == one_go.tokens[group.prompt_index]
+            assert m.finish_reason == one_go.finish_reasons[group.prompt_index]
+            assert [n for _, n in m.segments] == [min(5, len(m.tokens) - 5 * s) for s in range(len(m.segments))]
+            assert [it for it, _ in m.segments] == list(range(len(m.segments)))
+
+
+class ScriptedEngine:
+    """Stands in for RolloutEngine. A response's first token encodes its full length L as 100 + L
+    (L taken from `lengths` in order of generation); then come 1, 2, ..., and it stops after L tokens."""
+
+    def __init__(self, lengths: list[int]):
+        self.lengths = list(lengths)
+
+    def generate(self, prompts, params, generator=None, *, limits=None, history=None) -> RolloutOutput:
+        out = RolloutOutput([], [], [])
+        for p, limit, h in zip(prompts, limits, history):
+            L = self.lengths.pop(0) if h == 0 else p[len(p) - h] - 100
+            new = ([100 + L] + list(range(1, L)))[h : h + limit]
+            out.tokens.append(new)
+            out.logprobs.append([-0.5] * len(new))
+            out.finish_reasons.append("stop" if h + len(new) == L else "length")
+        return out
+
+
+def script(L: int) -> list[int]:
+    return [100 + L] + list(range(1, L))
+
+
+def run(rollouts, iteration, engine, drawn):
+    def draw(n):
+        drawn.append(n)
+        return list(range(10 * iteration, 10 * iteration + n))
+    return rollouts.run(iteration, engine, draw, lambda i: [1, 2, 3], SamplingParams(max_new_tokens=16), None)
+
+
+def test_groups_wait_for_all_members_and_new_prompts_fill_free_slots():
+    # k=2, 3 groups per iteration (6 slots), budget 4 tokens, at most 2 continuations.
+    rollouts = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=16, budget=4, max_continuations=2)
+    engine = ScriptedEngine([3, 4, 10, 2, 14, 5] + [1, 6] + [2, 2])
+    drawn: list[int] = []
+
+    r0 = run(rollouts, 0, engine, drawn)
+    assert [g.prompt_index for g in r0.groups] == [0]  # lengths 3 and 4 finish within the budget
+    assert r0.stats["rollout/partial_frac"] == 3 / 6 and r0.stats["rollout/buffer_trajectories"] == 3
+    waiting = rollouts.buffer.groups[0]
+    assert waiting.members[1].finish_reason == "stop" and not waiting.members[0].done  # 2 finished, 10 not
+
+    r1 = run(rollouts, 1, engine, drawn)
+    assert r1.groups == []  # every group still has an unfinished member
+    assert drawn == [3, 1]  # 3 continuations leave 3 slots: one new group of 2
+    assert r1.stats["rollout/continued_frac"] == 3 / 5
+
+    # Checkpoint here; the copy must continue exactly like the original.
+    buffer = io.BytesIO()
+    torch.save(rollouts.state_dict(), buffer)
+    buffer.seek(0)
+    copy = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=16, budget=4, max_continuations=2)
+    copy.load_state_dict(torch.load(buffer, weights_only=True))
+    r2_copy = run(copy, 2, ScriptedEngine([2, 2]), [])
+
+    r2 = run(rollouts, 2, engine, drawn)
+    assert [asdict(g) for g in r2.groups] == [asdict(g) for g in r2_copy.groups]
+    assert [g.prompt_index for g in r2.groups] == [1, 2, 10, 20]  # buffered groups first, oldest first
+    (g10, g1), (g14, g5), (g_one, g6), _ = [g.members for g in r2.groups]
+    assert g10.tokens == script(10) and g10.segments == [(0, 4), (1, 4), (2, 2)] and g10.finish_reason == "stop"
+    assert g1.tokens == script(2) and g1.segments == [(0, 2)]  # finished at 0, trained at 2 with its group
+    assert g5.segments == [(0, 4), (1, 1)] and g6.segments == [(1, 4), (2, 2)]
+    # 14 tokens need 4 segments; after 2 continuations it is finalized as truncated with 12.
+    assert g14.tokens == script(14)[:12] and g14.finish_reason == "length" and len(g14.segments) == 3
+    assert r2.stats["rollout/capped_frac"] == 1 / 5 and r2.stats["rollout/staleness_max"] == 2
+    assert not rollouts.buffer.groups and engine.lengths == []
+
+
+def test_budget_zero_is_one_engine_call_in_prompt_order():
+    calls = []
+
+    class Recorder:
+        def generate(self, prompts, params, generator=None, *, limits=None, history=None):
+            calls.append((prompts, limits, history))
+            return RolloutOutput([[5]] * len(prompts), [[-1.0]] * len(prompts), ["stop"] * len(prompts))
+
+    rollouts = PartialRollouts(group_size=3, groups_per_iteration=2, max_new_tokens=8)
+    done = rollouts.run(0, Recorder(), lambda n: [4, 9][:n], lambda i: [i], SamplingParams(max_new_tokens=8), None)
+    assert calls == [([[4], [4], [4], [9], [9], [9]], None, None)]
+    assert [g.id for g in done.groups] == ["0.0", "0.1"] and done.stats == {}
