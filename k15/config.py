@@ -220,6 +220,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 200
     sample_every_n_steps: int = 200  # log a few greedy generations as text
     progress: bool = True
+    max_nonfinite_in_a_row: int = 3  # NaN/inf updates are skipped and counted; this many in a row stop the run
 
 
 @dataclass

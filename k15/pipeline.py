@@ -105,6 +105,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | N
         model, tok, stage_cfg.optim, stage_cfg.max_steps,
         sample_prompts=sample_problems_for_logging(cfg.world),
         sample_every_n_steps=cfg.trainer.sample_every_n_steps,
+        max_nonfinite_in_a_row=cfg.trainer.max_nonfinite_in_a_row,
     )
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), stage_cfg.max_steps, stage_cfg.optim.grad_clip)
     trainer.fit(module, datamodule=make_data(tok), ckpt_path=ckpt_path)
@@ -137,7 +138,7 @@ def train_rl(
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
     check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, r.prompt_path or "synthetic prompt set")
-    module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed)
+    module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row)
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(
         cfg, stage_dir, stage_logger(run_dir, stage), max_steps=-1, callbacks=[checkpoints],

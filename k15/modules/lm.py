@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from k15.config import OptimConfig
 from k15.data.packing import model_inputs
 from k15.eval.evaluate import sample_responses
+from k15.guards import NonFiniteGuard
 from k15.perf import memory_metrics
 from k15.tokenizer import prompt_ids
 
@@ -41,8 +42,10 @@ class CausalLMModule(L.LightningModule):
         max_steps: int,
         sample_prompts: list[str] = (),
         sample_every_n_steps: int = 0,
+        max_nonfinite_in_a_row: int = 3,
     ):
         super().__init__()
+        self.guard = NonFiniteGuard(max_nonfinite_in_a_row, self.stage_name)
         self.model, self.tok, self.optim, self.max_steps = model, tok, optim, max_steps
         self.sample_prompts = list(sample_prompts)
         self.sample_every_n_steps = sample_every_n_steps
@@ -50,6 +53,10 @@ class CausalLMModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**model_inputs(batch)).loss
+        self._tokens = 0
+        if not self.guard.ok(loss, step=self.global_step):
+            self.log("train/nonfinite_skipped", float(self.guard.skipped))
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True)
         self._tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
         return loss
@@ -84,6 +91,18 @@ class CausalLMModule(L.LightningModule):
         lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        if norms:  # before clipping: the norm the data produced
+            self.log("train/grad_norm", torch.stack(norms).norm())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["k15_guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "k15_guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["k15_guard"])
 
     def configure_optimizers(self):
         o = self.optim

@@ -32,6 +32,7 @@ from k15.callbacks.length_penalty import LengthPenaltySchedule
 from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RLConfig
 from k15.data.prompts import PromptRecord
+from k15.guards import NonFiniteGuard
 from k15.rewards.rule import verify
 from k15.rl.advantages import advantages, group_stats
 from k15.rl.batch import RolloutBatch, token_logprobs
@@ -56,9 +57,11 @@ class RLModule(L.LightningModule):
         cfg: RLConfig,
         max_seq_len: int,
         seed: int,
+        max_nonfinite_in_a_row: int = 3,
     ):
         super().__init__()
         self.automatic_optimization = False
+        self.guard = NonFiniteGuard(max_nonfinite_in_a_row, "rl")
         self.model, self.tok, self.prompts, self.cfg = model, tok, prompts, cfg
         self.max_seq_len = max_seq_len
         self.sampler = make_sampler(prompts, cfg.sampling, cfg.prompts_per_iteration, seed)
@@ -110,6 +113,7 @@ class RLModule(L.LightningModule):
             "generator": self.generator.get_state(),
             "verdicts": dict(self.verdicts),
             "optimizer": None if self.cfg.reset_optimizer or self.opt is None else self.opt.state_dict(),
+            "guard": self.guard.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -120,6 +124,7 @@ class RLModule(L.LightningModule):
         self.generator.set_state(state["generator"])
         self.verdicts = Counter(state["verdicts"])
         self.persistent_opt_state = state["optimizer"]
+        self.guard.load_state_dict(state["guard"])
 
     # ------------------------------------------------------------------------------------------
     # One RL iteration
@@ -216,6 +221,8 @@ class RLModule(L.LightningModule):
 
     def train_on(self, rollout: RolloutBatch, rewards: torch.Tensor, adv: torch.Tensor) -> dict[str, float]:
         c = self.cfg
+        if not self.guard.ok(rewards, adv, step=self.iteration):  # a verifier returned NaN/inf: no update
+            return {"rl/nonfinite_skipped": float(self.guard.skipped)}
         input_ids, attention, loss_mask = rollout.tensors(self.device)
         n = input_ids.shape[0]
         constant = float(c.max_new_tokens) if c.logp_normalization == "constant" else None
@@ -251,9 +258,14 @@ class RLModule(L.LightningModule):
                     rewards=rewards[rows.cpu()].to(self.device), tau=c.tau,
                 )
                 self.opt.zero_grad(set_to_none=True)
+                if not self.guard.ok(loss, step=self.iteration):
+                    continue  # skipped and counted; no backward through a NaN
                 self.manual_backward(loss)
-                if c.grad_clip > 0:
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)))
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip if c.grad_clip > 0 else float("inf"))
+                if not self.guard.ok(norm, step=self.iteration):
+                    self.opt.zero_grad(set_to_none=True)
+                    continue
+                grad_norms.append(float(norm))
                 self.opt.step()
                 stats = {f"rl/{k}": float(v) for k, v in parts.items()}
         stats["rl/kl"] = stats.get("rl/sq_term", 0.0)  # 0.5 * (logp - logp_ref)^2 after the last step
@@ -261,6 +273,7 @@ class RLModule(L.LightningModule):
             stats["rl/grad_norm"] = sum(grad_norms) / len(grad_norms)
         stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp)
         stats["rl/adv_abs_mean"] = float(adv.abs().mean())
+        stats["rl/nonfinite_skipped"] = float(self.guard.skipped)
         return stats
 
     # ------------------------------------------------------------------------------------------
