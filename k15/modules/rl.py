@@ -33,7 +33,7 @@ from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RLConfig
 from k15.data.prompts import PromptRecord
 from k15.guards import NonFiniteGuard
-from k15.rewards.rule import verify
+from k15.rewards.registry import RewardRegistry, verifier_name
 from k15.rl.advantages import advantages, group_stats
 from k15.rl.batch import RolloutBatch, token_logprobs
 from k15.rl.length_penalty import length_reward, length_stats
@@ -74,6 +74,8 @@ class RLModule(L.LightningModule):
         self._prompt_tokens: dict[int, list[int]] = {}
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
         self._last_reasons: dict[str, str] = {}  # sample id -> reason, for the logged rollouts
+        self.registry = RewardRegistry()  # the prompt's domain picks its verifier; the sandbox starts on first use
+        self._verifier_means: dict[str, float] = {}
         self.engine: RolloutEngine | None = None
         self.opt: torch.optim.Optimizer | None = None
         self.persistent_opt_state: dict | None = None
@@ -104,6 +106,10 @@ class RLModule(L.LightningModule):
         # at the longest prompt, so the cache needs up to one budget more than max_seq_len.
         seq = self.max_seq_len + self.rollouts.budget
         self.engine = RolloutEngine(self.model, max_batch_size=batch, max_seq_len=seq)
+        self.registry.check(self.prompts)  # an unknown verifier or unusable tests fail now, naming the prompt
+
+    def on_fit_end(self) -> None:
+        self.registry.close()  # stops the sandbox's helper processes, if code prompts started them
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["k15_rl"] = {
@@ -114,6 +120,7 @@ class RLModule(L.LightningModule):
             "verdicts": dict(self.verdicts),
             "optimizer": None if self.cfg.reset_optimizer or self.opt is None else self.opt.state_dict(),
             "guard": self.guard.state_dict(),
+            "verifier_counts": dict(self.registry.counts),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -125,6 +132,7 @@ class RLModule(L.LightningModule):
         self.verdicts = Counter(state["verdicts"])
         self.persistent_opt_state = state["optimizer"]
         self.guard.load_state_dict(state["guard"])
+        self.registry.counts = Counter(state["verifier_counts"])
 
     # ------------------------------------------------------------------------------------------
     # One RL iteration
@@ -190,7 +198,7 @@ class RLModule(L.LightningModule):
         shift another sample's reward. A response cut by length or stopped as a repeat has no final
         answer: its reward is `rl.truncated_reward` / `-rl.repeat.penalty`, and it is not correct."""
         c = self.cfg
-        verdicts = {s.id: verify(self.tok.decode(s.tokens), s.record.answer) for s in rollout.samples}  # sample id -> verdict
+        verdicts = self.registry.score([(s.id, self.tok.decode(s.tokens), s.record) for s in rollout.samples])
         overrides = {"length": ("truncated", c.truncated_reward), "repeat": ("repeat", -c.repeat.penalty)}
         by_id: dict[str, tuple[float, bool]] = {}
         self._last_reasons = {}
@@ -202,6 +210,10 @@ class RLModule(L.LightningModule):
             by_id[s.id] = (reward, s.finish_reason == "stop" and verdict.reward == 1.0)
         rewards = torch.tensor([by_id[s.id][0] for s in rollout.samples], dtype=torch.float32)
         correct = torch.tensor([by_id[s.id][1] for s in rollout.samples], dtype=torch.bool)
+        by_verifier: dict[str, list[float]] = {}
+        for s, r in zip(rollout.samples, rewards.tolist()):
+            by_verifier.setdefault(verifier_name(s.record), []).append(r)
+        self._verifier_means = {f"reward/{name}_mean": sum(v) / len(v) for name, v in by_verifier.items()}
         return rewards, correct
 
     def shaped_advantages(
@@ -284,6 +296,9 @@ class RLModule(L.LightningModule):
         total = sum(self.verdicts.values())
         for reason, count in self.verdicts.items():
             metrics[f"reward/verdict_{reason}_frac"] = count / total
+        metrics.update(self._verifier_means)
+        for key, count in self.registry.counts.items():  # "verifier/reason" -> samples so far
+            metrics[f"reward/count_{key.replace('/', '_')}"] = float(count)
         if metrics.get("rollout/truncated_frac", 0.0) > c.warn_truncated_frac:
             console.print(
                 f"[bold red]WARNING[/]: iteration {self.iteration}: {metrics['rollout/truncated_frac']:.0%} of responses hit "
