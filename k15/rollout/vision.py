@@ -1,0 +1,222 @@
+"""Rollouts with image prompts: a VLM (k15's, or a LLaVA / Mistral3 hf_vlm wrapper) through the RolloutEngine.
+
+    engine = VisionRolloutEngine(vlm, max_batch_size=64, max_seq_len=256)
+    out = engine.generate([ImagePrompt(ids, [pil_or_pixels, ...]), ...], SamplingParams(...), generator)
+    out.tokens, out.logprobs, out.finish_reasons                  # a RolloutOutput, as for text
+    engine.load_weights(vlm)                                      # after an optimizer step
+
+An `ImagePrompt` holds token ids with one `<image>` placeholder per image (expanded here to
+`tokens_per_image` placeholders, as the model was trained) or, with `expanded=True`, ids whose
+placeholder runs are already expanded (a continued partial rollout re-sends its expanded prompt).
+Images are Pillow images (run through the model's ImageProcessor) or pixel tensors [C, H, W].
+
+How: the decoder runs in the engine unchanged. Only the prefill differs: after the engine has
+looked up the token embeddings of a chunk of left-padded prompts, the image features (tower +
+projector, computed once per `generate` for all prompts, batched by image size) replace the rows at
+the placeholder positions -- exactly what `VisionLanguageModel.embed` does for a forward pass. The
+sampler, stop tokens, limits, repeat rule and T=1 log-probs are the engine's own, with one change:
+the `<image>` token is never sampled (its logit is -inf). A placeholder in a response would have no
+image behind it, so the trainer's forward on prompt + response would fail; the returned log-probs
+are therefore under the distribution without it, and a loss that recomputes them should mask the
+same logit (for a trained model its probability is ~0 anyway: it is never a training target).
+
+Weights: the decoder is the engine's fused copy (synced by `load_weights`, as for text); the tower
+and projector are read live from the VLM at each `generate` (they are small, and an
+embedding_softmax projector mixes the live decoder embedding rows). So after a training step call
+`load_weights` before generating, as RLModule does every iteration.
+
+Models: k15's VisionLanguageModel, and k15.models.hf_vlm wrappers of LLaVA / Mistral3 checkpoints
+whose language model is Llama/Qwen2-shaped (the engine's decoder). For those, the prompt embeddings
+are the checkpoint's own: its forward runs up to its language model, where a hook takes the spliced
+`inputs_embeds` and stops it (one prompt at a time). Qwen2-VL / Qwen2.5-VL are refused: their
+decoder uses 3D (M-RoPE) positions, which the engine does not compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from k15.errors import ConfigError, DataError
+from k15.models.hf_vlm import HFVisionLanguageModel
+from k15.models.vlm import VisionLanguageModel, check_placeholders, expand_placeholders
+from k15.rollout.engine import RolloutEngine, RolloutOutput
+from k15.rollout.sampling import SamplingParams
+
+__all__ = ["ImagePrompt", "VisionRolloutEngine", "RolloutOutput", "SamplingParams"]
+
+
+@dataclass
+class ImagePrompt:
+    ids: list[int]  # token ids; one `<image>` per image unless `expanded`
+    images: list[Image.Image | torch.Tensor] = field(default_factory=list)  # in reading order
+    expanded: bool = False  # ids already hold tokens_per_image placeholders per image
+
+
+class _Row(list):
+    """Expanded prompt ids that carry their image features [placeholders, hidden] through the engine.
+
+    The engine sorts and chunks the prompt lists it is given but passes the same list objects to
+    `_generate_chunk`, so features attached to the list arrive with their own row, whatever the order.
+    """
+
+    features: torch.Tensor | None = None
+
+
+class _HFText:
+    """The causal-LM face the engine reads (`.model`, `.config`, output embeddings) of a HF VLM's text half."""
+
+    def __init__(self, hf: HFVisionLanguageModel):
+        self.model = hf.model.model.language_model
+        self.config = hf.config  # the text config
+        self._head = hf.model.lm_head
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self._head
+
+
+class _Captured(Exception):
+    """Raised by the hook once the HF model's spliced input embeddings are in hand."""
+
+
+def _text_model(vlm) -> object:
+    if isinstance(vlm, VisionLanguageModel):
+        return vlm.decoder
+    if isinstance(vlm, HFVisionLanguageModel):
+        if vlm.family not in ("llava", "mistral3"):
+            raise ConfigError(f"{vlm.family} uses 3D (M-RoPE) positions, which the rollout engine does not compute")
+        return _HFText(vlm)
+    raise TypeError(f"VisionRolloutEngine needs a k15 VisionLanguageModel or HFVisionLanguageModel, "
+                    f"got {type(vlm).__name__}")
+
+
+class VisionRolloutEngine(RolloutEngine):
+    """RolloutEngine whose prompts may carry images (k15's VLM, or a LLaVA / Mistral3 hf_vlm wrapper)."""
+
+    def __init__(self, vlm: VisionLanguageModel | HFVisionLanguageModel, max_batch_size: int, max_seq_len: int):
+        text = _text_model(vlm)
+        self.vlm = vlm
+        self.image_token_id = vlm.image_token_id
+        self._chunk: list[_Row] | None = None
+        super().__init__(text, max_batch_size, max_seq_len)
+
+    def load_weights(self, model) -> float:
+        """Sync the decoder weights (pass the VLM, or its text model); the tower is always read live."""
+        if isinstance(model, (VisionLanguageModel, HFVisionLanguageModel)):
+            self.vlm = model
+            model = _text_model(model)
+        return super().load_weights(model)
+
+    # ------------------------------------------------------------------ prompts
+
+    def prepare(self, prompts: Sequence[ImagePrompt | list[int]]) -> list[_Row]:
+        """Expanded ids with their image features attached; raises DataError on a placeholder mismatch."""
+        processor = None
+        rows: list[_Row] = []
+        pixels: list[torch.Tensor] = []
+        owners: list[int] = []  # prompt index of every image in `pixels`
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, ImagePrompt):  # plain token ids: a text-only prompt
+                prompt = ImagePrompt(list(prompt), [], expanded=True)
+            images = []
+            for img in prompt.images:
+                if isinstance(img, Image.Image):
+                    processor = processor or self.vlm.image_processor()
+                    img = processor(img)
+                images.append(img)
+            counts = [self.vlm.tokens_per_image(img.shape[-2], img.shape[-1]) for img in images]
+            try:
+                if prompt.expanded:
+                    ids = list(prompt.ids)
+                    check_placeholders(torch.tensor([ids], dtype=torch.long), self.image_token_id, counts)
+                else:
+                    ids = expand_placeholders(list(prompt.ids), self.image_token_id, counts)
+            except DataError as exc:
+                raise DataError(f"prompt {i}: {exc}") from None
+            rows.append(_Row(ids))
+            pixels += images
+            owners += [i] * len(images)
+        if not pixels:
+            return rows
+        device = self.vlm.get_input_embeddings().weight.device
+        pixels = [p.to(device) for p in pixels]
+        if isinstance(self.vlm, HFVisionLanguageModel):
+            for i, row in enumerate(rows):
+                mine = [p for p, o in zip(pixels, owners) if o == i]
+                if mine:
+                    row.features = self._hf_features(row, mine)
+            return rows
+        with torch.no_grad():  # our tower: every image of every prompt at once, grouped by size
+            features = self.vlm.encode_images(pixels)
+        for i, row in enumerate(rows):
+            mine = [f for f, o in zip(features, owners) if o == i]
+            if mine:
+                row.features = torch.cat(mine).to(device=self.device, dtype=self.dtype)
+        return rows
+
+    def _hf_features(self, ids: list[int], pixels: list[torch.Tensor]) -> torch.Tensor:
+        """The HF model's own embeddings at the placeholders of one prompt (its splicing, its projector)."""
+        hf = self.vlm
+        input_ids = torch.tensor([ids], dtype=torch.long, device=pixels[0].device)
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(module, args, kwargs):
+            captured["embeds"] = kwargs["inputs_embeds"]
+            raise _Captured  # the decoder pass itself is the engine's job
+
+        handle = hf.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                hf.model.model(**{k: v for k, v in hf.model_inputs(input_ids, pixels).items() if v is not None})
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if "embeds" not in captured:
+            raise RuntimeError(f"{type(hf.model).__name__} never called its language model with inputs_embeds")
+        features = captured["embeds"][0][input_ids[0] == self.image_token_id]
+        return features.to(device=self.device, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[ImagePrompt | list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | None = None,
+        *,
+        limits: Sequence[int] | None = None,
+        history: Sequence[int] | None = None,
+    ) -> RolloutOutput:
+        """RolloutEngine.generate on prompts with images; plain id lists are text-only prompts.
+
+        `history` counts tokens at the end of the *expanded* prompt (generated text, never images).
+        """
+        return super().generate(self.prepare(prompts), params, generator, limits=limits, history=history)
+
+    def _generate_chunk(self, prompts, *args, **kwargs) -> RolloutOutput:
+        self._chunk = prompts  # the rows _prefill is about to see, in its row order
+        try:
+            return super()._generate_chunk(prompts, *args, **kwargs)
+        finally:
+            self._chunk = None
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = super()._logits(hidden)
+        logits[..., self.image_token_id] = -torch.inf  # see the module docstring
+        return logits
+
+    def _prefill(self, embeds: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Splice each row's image features over its placeholder embeddings, then the engine's prefill."""
+        for r, row in enumerate(self._chunk or ()):
+            features = getattr(row, "features", None)
+            if features is None:
+                continue
+            ids = torch.tensor(row, dtype=torch.long, device=self.device)
+            cols = (ids == self.image_token_id).nonzero().squeeze(1) + pad[r]  # left padding shifts columns
+            embeds[r, cols] = features
+        return super()._prefill(embeds, pad)
