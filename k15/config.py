@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from k15.errors import ConfigError
+from k15.rewards.code import CodeConfig
+from k15.rewards.math import MathConfig
+from k15.rewards.sandbox import SandboxLimits
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
@@ -200,6 +203,15 @@ class Long2ShortConfig:
 
 
 @dataclass
+class RewardConfig:
+    """The verifiers' settings: the code sandbox's limits, math equivalence, code scoring."""
+
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    math: MathConfig = field(default_factory=MathConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+
+
+@dataclass
 class EvalConfig:
     models: list[str] = field(default_factory=lambda: ["sft"])  # stages whose models to evaluate; "init" = model.init_from
     problems_per_level: int = 64
@@ -233,6 +245,7 @@ class ExperimentConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "rl", "eval"])
 

@@ -138,7 +138,9 @@ def train_rl(
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
     check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, r.prompt_path or "synthetic prompt set")
-    module = RLModule(model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row)
+    module = RLModule(
+        model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards
+    )
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(
         cfg, stage_dir, stage_logger(run_dir, stage), max_steps=-1, callbacks=[checkpoints],

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.callbacks.length_penalty import LengthPenaltySchedule
 from k15.callbacks.sampler_histograms import SamplerHistograms
-from k15.config import RLConfig
+from k15.config import RewardConfig, RLConfig
 from k15.data.prompts import PromptRecord
 from k15.guards import NonFiniteGuard
 from k15.rewards.registry import RewardRegistry, verifier_name
@@ -58,6 +58,7 @@ class RLModule(L.LightningModule):
         max_seq_len: int,
         seed: int,
         max_nonfinite_in_a_row: int = 3,
+        rewards: RewardConfig | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -74,7 +75,8 @@ class RLModule(L.LightningModule):
         self._prompt_tokens: dict[int, list[int]] = {}
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
         self._last_reasons: dict[str, str] = {}  # sample id -> reason, for the logged rollouts
-        self.registry = RewardRegistry()  # the prompt's domain picks its verifier; the sandbox starts on first use
+        # The prompt's domain picks its verifier; the code sandbox starts on first use.
+        self.registry = RewardRegistry.from_config(rewards) if rewards is not None else RewardRegistry()
         self._verifier_means: dict[str, float] = {}
         self.engine: RolloutEngine | None = None
         self.opt: torch.optim.Optimizer | None = None

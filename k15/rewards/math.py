@@ -19,7 +19,6 @@ import re
 import threading
 from dataclasses import dataclass
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from k15.errors import DataError
 from k15.rewards.rule import ANSWER_RE, EMPTY, MISSING, MULTIPLE, OK, TRAILING, WRONG, Verdict, extract_answer
@@ -28,7 +27,18 @@ IN_REASONING, UNPARSABLE, TOO_LONG = "in_reasoning", "unparsable", "too_long"
 THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 BOXED = "\\boxed{"
 DELIMITERS = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
-EXTRACTION = [LatexExtractionConfig(), ExprExtractionConfig()]
+
+
+def _math_verify():
+    """math-verify (and sympy under it) load on first use, so the config schema can import this module cheaply."""
+    import math_verify
+
+    return math_verify
+
+
+def _extraction() -> list:
+    mv = _math_verify()
+    return [mv.LatexExtractionConfig(), mv.ExprExtractionConfig()]
 
 
 @dataclass
@@ -87,7 +97,7 @@ def _timeout(cfg: MathConfig) -> int | None:
 
 def parse_gold(gold: str, cfg: MathConfig) -> list:
     text, _ = unwrap(gold)
-    parsed = parse(f"${text}$", EXTRACTION, parsing_timeout=_timeout(cfg)) if text else []
+    parsed = _math_verify().parse(f"${text}$", _extraction(), parsing_timeout=_timeout(cfg)) if text else []
     if not parsed:
         raise DataError(f"cannot parse the gold answer {gold!r} as a math expression")
     return parsed
@@ -104,8 +114,8 @@ def verify_math(response: str, gold: str, cfg: MathConfig | None = None) -> Verd
     if text is None:
         return Verdict(0.0, reason, answer)
     gold_parsed = parse_gold(gold, cfg)
-    parsed = parse(f"${text}$", EXTRACTION, parsing_timeout=_timeout(cfg))
+    parsed = _math_verify().parse(f"${text}$", _extraction(), parsing_timeout=_timeout(cfg))
     if not parsed:
         return Verdict(0.0, UNPARSABLE, text)
-    correct = verify(gold_parsed, parsed, float_rounding=cfg.float_rounding, timeout_seconds=_timeout(cfg))
+    correct = _math_verify().verify(gold_parsed, parsed, float_rounding=cfg.float_rounding, timeout_seconds=_timeout(cfg))
     return Verdict(1.0, OK, text) if correct else Verdict(0.0, WRONG, text)

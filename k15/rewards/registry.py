@@ -15,8 +15,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
+from k15.config import RewardConfig
 from k15.data.prompts import PromptRecord
 from k15.errors import DataError, K15Error
 from k15.rewards.code import CodeConfig, check_tests, extract_program, judge, reward_of
@@ -30,13 +30,6 @@ ALIASES = {"arithmetic": "rule", "general": "rule", "rule": "rule", "math": "mat
 VERIFIER_ERROR = "verifier_error"
 
 __all__ = ["RewardConfig", "RewardRegistry", "Verdict", "VERIFIER_ERROR", "verifier_name"]
-
-
-@dataclass
-class RewardConfig:
-    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
-    math: MathConfig = field(default_factory=MathConfig)
-    code: CodeConfig = field(default_factory=CodeConfig)
 
 
 def verifier_name(record: PromptRecord) -> str:
