@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.config import PretrainConfig, WorldConfig
 from k15.data.packing import pack_examples
-from k15.data.resumable import EpochBatchSampler, batches_done_in_epoch
+from k15.data.resumable import resumable_loader
 from k15.errors import DataError
 from k15.synthetic.corpus import pretrain_documents
 
@@ -61,6 +61,4 @@ class TextPretrainDataModule(L.LightningDataModule):
         self.rows = PackedRows(pack_examples([(d, d) for d in docs], cfg.seq_len, self.tok.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochBatchSampler(len(self.rows), self.cfg.batch_size, self.seed)
-        sampler.skip = batches_done_in_epoch(self.trainer)
-        return DataLoader(self.rows, batch_sampler=sampler)
+        return resumable_loader(self.rows, self.cfg.batch_size, self.seed, self.trainer)

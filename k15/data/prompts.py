@@ -14,7 +14,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from k15.config import WorldConfig
-from k15.data.resumable import batches_done_in_epoch
+from k15.data.resumable import resumable_loader
 from k15.errors import DataError
 from k15.synthetic.arithmetic import sample_problems
 from k15.synthetic.corpus import world_levels
@@ -124,5 +124,6 @@ class PromptDataModule(L.LightningDataModule):
             self.records = read_prompt_set(self.path) if self.path else synthetic_prompt_set(self.world, self.num_prompts, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        done = batches_done_in_epoch(self.trainer)  # iterations finished before a resume
-        return DataLoader(list(range(done, self.iterations)), batch_size=None)
+        # One item per iteration (the module counts iterations itself); after a resume the
+        # iterations already done are skipped, and the loader's length stays the whole run.
+        return resumable_loader(list(range(self.iterations)), 1, self.seed, self.trainer, shuffle=False, drop_last=False)

@@ -9,7 +9,7 @@ ahead of the one it trains on.)
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -53,3 +53,25 @@ def batches_done_in_epoch(trainer) -> int:
     if not (epochs.started == epochs.ready and epochs.processed == epochs.started - 1):
         return 0
     return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that tells Lightning it can resume mid-epoch (so it does not warn that it can't).
+
+    Its position needs no state of its own: the batch sampler is built after the restore and skips
+    the batches the trainer's restored counters say were trained on (`batches_done_in_epoch`). Its
+    length stays the whole epoch, as Lightning counts the restored batches towards it.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def resumable_loader(dataset, batch_size: int, seed: int, trainer, shuffle: bool = True, drop_last: bool = True,
+                     collate_fn=None) -> ResumableLoader:
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, shuffle=shuffle, drop_last=drop_last)
+    sampler.skip = batches_done_in_epoch(trainer)
+    return ResumableLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.config import SFTConfig, WorldConfig
 from k15.data.packing import IGNORE, pack_examples
-from k15.data.resumable import EpochBatchSampler, batches_done_in_epoch
+from k15.data.resumable import resumable_loader
 from k15.errors import DataError
 from k15.synthetic.corpus import sft_examples
 from k15.synthetic.traces import Piece
@@ -82,6 +82,5 @@ class SFTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pad_id, row_len = self.tok.pad_token_id, self.max_len
-        sampler = EpochBatchSampler(len(self.examples), self.cfg.batch_size, self.seed)
-        sampler.skip = batches_done_in_epoch(self.trainer)
-        return DataLoader(self.examples, batch_sampler=sampler, collate_fn=lambda batch: pack_examples(batch, row_len, pad_id))
+        collate = lambda batch: pack_examples(batch, row_len, pad_id)  # noqa: E731
+        return resumable_loader(self.examples, self.cfg.batch_size, self.seed, self.trainer, collate_fn=collate)

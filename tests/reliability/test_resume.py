@@ -79,3 +79,30 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(CheckpointError, match="last.ckpt"):
         io.load_checkpoint(path)
+
+
+RL_RUN = [o for o in TINY if not o.startswith("stages=")] + [
+    "stages=[pretrain,rl]", "run.threads=1", "rl.iterations=14", "rl.checkpoint_every_n_iterations=2",
+    "rl.prompts_per_iteration=4", "rl.samples_per_prompt=4", "rl.max_new_tokens=30", "rl.partial.budget=8",
+    "rl.sampling.prioritized=true", "rl.lr=1e-3",
+]
+
+
+def test_rl_killed_mid_stage_resumes_bit_for_bit(tmp_path):
+    """With prioritized sampling on and partial rollouts waiting in the buffer."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(command("quickstart", *RL_RUN, f"run.dir={whole}"), env=ENV, check=True, capture_output=True)
+
+    proc = subprocess.Popen(command("quickstart", *RL_RUN, f"run.dir={cut}"), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when("rl/checkpoints/iteration000006.ckpt", cut, proc)
+    assert not (cut / "rl" / "model").exists(), "the run was killed before RL finished"
+    state = torch.load(cut / "rl" / "checkpoints" / "last.ckpt", weights_only=False)["k15_rl"]
+    assert state["iteration"] >= 6 and state["rollouts"], "the checkpoint holds the RL state"
+
+    done = subprocess.run(command("--resume", str(cut)), env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rl: resuming from" in done.stderr
+    a, b = weights(whole, "rl"), weights(cut, "rl")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
