@@ -33,6 +33,7 @@ from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RewardConfig, RLConfig
 from k15.data.prompts import PromptRecord
 from k15.guards import NonFiniteGuard
+from k15.perf import memory_metrics
 from k15.rewards.registry import RewardRegistry, verifier_name
 from k15.rl.advantages import advantages, group_stats
 from k15.rl.batch import RolloutBatch, token_logprobs
@@ -172,6 +173,7 @@ class RLModule(L.LightningModule):
             metrics.update({f"reward/{k}": float(v) for k, v in group_stats(rewards, groups).items()})
         metrics.update(self.sampler.stats())
         metrics["perf/iteration_s"] = time.perf_counter() - started
+        metrics.update(memory_metrics())  # rss now and peak so far: a leak shows as a rising rss
 
         self.iteration += 1
         self.log_iteration(metrics, rollout, rewards)
