@@ -15,4 +15,5 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)  # GPU/TPU availability lines, cloud tips
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")  # logs still land every N steps
     warnings.filterwarnings("ignore", message=r".*configure_optimizers. returned .None.*")  # RL owns its optimizer
