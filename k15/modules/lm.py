@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import lightning as L
 import torch
@@ -13,7 +12,7 @@ from k15.config import OptimConfig
 from k15.data.packing import model_inputs
 from k15.eval.evaluate import sample_responses
 from k15.guards import NonFiniteGuard
-from k15.perf import memory_metrics
+from k15.callbacks.throughput import ThroughputLogger
 from k15.tokenizer import prompt_ids
 
 
@@ -49,27 +48,22 @@ class CausalLMModule(L.LightningModule):
         self.model, self.tok, self.optim, self.max_steps = model, tok, optim, max_steps
         self.sample_prompts = list(sample_prompts)
         self.sample_every_n_steps = sample_every_n_steps
-        self._step_started = 0.0
+        self.step_tokens = 0
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**model_inputs(batch)).loss
-        self._tokens = 0
+        self.step_tokens = 0
         if not self.guard.ok(loss, step=self.global_step):
             self.log("train/nonfinite_skipped", float(self.guard.skipped))
             return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True)
-        self._tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
+        self.step_tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
         return loss
 
-    def on_train_batch_start(self, batch, batch_idx):
-        self._step_started = time.perf_counter()
+    def configure_callbacks(self):
+        return [ThroughputLogger()]
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        seconds = time.perf_counter() - self._step_started
-        self.log("perf/tokens_per_s", self._tokens / max(seconds, 1e-9))
-        if batch_idx % 50 == 0:  # memory readings are cheap, but not free
-            self.log_dict(memory_metrics())
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         step = self.global_step
         if self.sample_every_n_steps and self.sample_prompts and step % self.sample_every_n_steps == 0:
             self.log_samples(step)

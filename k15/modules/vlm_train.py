@@ -24,7 +24,6 @@ train/ocr_loss and train/ocr_acc (with OCR), lr, perf/tokens_per_s (real tokens 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import lightning as L
@@ -39,6 +38,7 @@ from k15.data.mixture import vlm_inputs
 from k15.data.packing import IGNORE
 from k15.errors import ConfigError, DataError
 from k15.models.vlm import PARTS, freeze
+from k15.callbacks.throughput import ThroughputLogger
 from k15.modules.lm import warmup_cosine
 from k15.synthetic.images import STRIP_CELLS, vision_docs
 
@@ -138,7 +138,7 @@ class VLMTrainModule(L.LightningModule):
         self.trainable = trainable
         self.ocr_weight, self.ocr_stream = ocr_weight, ocr_stream
         self.trainable_counts = freeze(model, tuple(p for p in PARTS if p not in trainable))
-        self._step_started, self._tokens = 0.0, 0
+        self.step_tokens = 0
 
     def training_step(self, batch, batch_idx):
         lm = self.model(**vlm_inputs(batch)).loss
@@ -152,16 +152,11 @@ class VLMTrainModule(L.LightningModule):
             self.log("train/ocr_loss", reading)
             self.log("train/ocr_acc", accuracy)
         self.log("train/loss", loss, prog_bar=True)
-        self._tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
+        self.step_tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
         return loss
 
-    def on_train_batch_start(self, batch, batch_idx):
-        self._step_started = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        seconds = time.perf_counter() - self._step_started
-        self.log("perf/tokens_per_s", self._tokens / max(seconds, 1e-9))
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+    def configure_callbacks(self):
+        return [ThroughputLogger()]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
