@@ -16,20 +16,28 @@ def world_levels(world: WorldConfig) -> range:
     return range(world.min_level, world.max_level + 1)
 
 
+RAW_MAX_LEVEL = 2  # bare equations are facts of one or two operations
+
+
 def pretrain_documents(world: WorldConfig, n: int, mix: dict[str, float], seed: int) -> list[str]:
     """`n` documents mixing bare equations (`raw`), short answers and long chains of thought.
 
-    Long traces here carry no injected errors: the correction behaviour is taught in SFT, where
-    the wrong digit can be masked out of the loss.
+    Bare equations are one- or two-operation facts ("7-2=5"): they teach the arithmetic, not the
+    one-shot answering of long chains, which would make the short style so good that thinking
+    longer has little left to win. Long traces here carry no injected errors: the correction
+    behaviour is taught in SFT, where the wrong digit can be masked out of the loss.
     """
     rng = random.Random(f"pretrain/{seed}")
     kinds = list(mix)
     weights = [mix[k] for k in kinds]
+    fact_levels = range(world.min_level, min(world.max_level, RAW_MAX_LEVEL) + 1)
+    facts = iter(sample_problems(n, "train", fact_levels, world.heldout_fraction, seed + 3))
     docs = []
     for problem in sample_problems(n, "train", world_levels(world), world.heldout_fraction, seed):
         kind = rng.choices(kinds, weights)[0]
         if kind == "raw":
-            docs.append(problem.prompt + problem.answer)
+            fact = next(facts)
+            docs.append(fact.prompt + fact.answer)
         else:
             docs.append(problem.prompt + text_of(make_trace(problem, kind, rng)))
     return docs
