@@ -98,7 +98,8 @@ def test_rl_killed_mid_stage_resumes_bit_for_bit(tmp_path):
     kill_when("rl/checkpoints/iteration000006.ckpt", cut, proc)
     assert not (cut / "rl" / "model").exists(), "the run was killed before RL finished"
     state = torch.load(cut / "rl" / "checkpoints" / "last.ckpt", weights_only=False)["k15_rl"]
-    assert state["iteration"] >= 6 and state["rollouts"], "the checkpoint holds the RL state"
+    # The kill can land between writing iteration000006.ckpt and last.ckpt: last is then iteration 4.
+    assert state["iteration"] >= 4 and state["rollouts"], "the checkpoint holds the RL state"
 
     done = subprocess.run(command("--resume", str(cut)), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
