@@ -41,23 +41,30 @@ def kill_when(path_pattern: str, run_dir: Path, proc: subprocess.Popen, timeout:
     raise AssertionError(f"{path_pattern} never appeared")
 
 
-def test_sft_killed_mid_stage_resumes_bit_for_bit(tmp_path):
+def kill_then_resume(run_args: list[str], stage: str, kill_at: str, tmp_path: Path) -> tuple[dict, str]:
+    """Run once whole; run again, SIGKILL it when `kill_at` appears, `--resume` it; the two final
+    exports of `stage` must be equal bit for bit. Returns the checkpoint resumed from and the resume's stderr."""
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(command("quickstart", *SFT_RUN, f"run.dir={whole}"), env=ENV, check=True, capture_output=True)
-
-    proc = subprocess.Popen(command("quickstart", *SFT_RUN, f"run.dir={cut}"), env=ENV,
+    subprocess.run(command("quickstart", *run_args, f"run.dir={whole}"), env=ENV, check=True, capture_output=True)
+    proc = subprocess.Popen(command("quickstart", *run_args, f"run.dir={cut}"), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when("sft/checkpoints/step40.ckpt", cut, proc)
-    assert not (cut / "sft" / "model").exists(), "the run was killed before SFT finished"
+    kill_when(kill_at, cut, proc)
+    assert not (cut / stage / "model").exists(), f"the run was killed before {stage} finished"
+    before_resume = torch.load(cut / stage / "checkpoints" / "last.ckpt", weights_only=False)
 
     done = subprocess.run(command("--resume", str(cut)), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "pretrain: finished before, skipped" in done.stderr
-    assert "sft: resuming from" in done.stderr
-    a, b = weights(whole, "sft"), weights(cut, "sft")
+    assert f"{stage}: resuming from" in done.stderr
+    a, b = weights(whole, stage), weights(cut, stage)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    return before_resume, done.stderr
+
+
+def test_sft_killed_mid_stage_resumes_bit_for_bit(tmp_path):
+    _, stderr = kill_then_resume(SFT_RUN, "sft", "sft/checkpoints/step40.ckpt", tmp_path)
+    assert "pretrain: finished before, skipped" in stderr
 
 
 def test_resume_of_a_missing_or_corrupt_run_is_a_clear_error(tmp_path):
@@ -90,20 +97,7 @@ RL_RUN = [o for o in TINY if not o.startswith("stages=")] + [
 
 def test_rl_killed_mid_stage_resumes_bit_for_bit(tmp_path):
     """With prioritized sampling on and partial rollouts waiting in the buffer."""
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(command("quickstart", *RL_RUN, f"run.dir={whole}"), env=ENV, check=True, capture_output=True)
-
-    proc = subprocess.Popen(command("quickstart", *RL_RUN, f"run.dir={cut}"), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when("rl/checkpoints/iteration000006.ckpt", cut, proc)
-    assert not (cut / "rl" / "model").exists(), "the run was killed before RL finished"
-    state = torch.load(cut / "rl" / "checkpoints" / "last.ckpt", weights_only=False)["k15_rl"]
+    checkpoint, _ = kill_then_resume(RL_RUN, "rl", "rl/checkpoints/iteration000006.ckpt", tmp_path)
+    state = checkpoint["k15_rl"]
     # The kill can land between writing iteration000006.ckpt and last.ckpt: last is then iteration 4.
     assert state["iteration"] >= 4 and state["rollouts"], "the checkpoint holds the RL state"
-
-    done = subprocess.run(command("--resume", str(cut)), env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "rl: resuming from" in done.stderr
-    a, b = weights(whole, "rl"), weights(cut, "rl")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
