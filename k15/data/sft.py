@@ -10,6 +10,7 @@ the model between the two answer styles from one step to the next.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -79,6 +80,9 @@ class SFTDataModule(L.LightningDataModule):
         self.dropped = len(examples) - len(self.examples)
         if not self.examples:
             raise DataError(f"every SFT example is longer than the model context ({self.max_len} tokens)")
+        if self.dropped:  # said out loud: a silently shrunken data set is a known trap
+            print(f"sft: dropped {self.dropped} of {len(examples)} examples longer than the model context "
+                  f"({self.max_len} tokens)", file=sys.stderr)
 
     def train_dataloader(self) -> DataLoader:
         pad_id, row_len = self.tok.pad_token_id, self.max_len

@@ -115,8 +115,6 @@ def evaluate(
 
 def sample_problems_for_logging(world: WorldConfig, n: int = 6) -> list[str]:
     """A few held-out prompts across levels, to watch generations during training."""
-    levels = list(world_levels(world))
     picked = heldout_set(world_levels(world), 1, world.heldout_fraction, world.seed + 7)
-    rng = random.Random(0)
-    rng.shuffle(picked)
-    return [p.prompt for p in sorted(picked[:n], key=lambda p: p.level)] if levels else []
+    random.Random(0).shuffle(picked)  # with more levels than n, a fixed random n of them
+    return [p.prompt for p in sorted(picked[:n], key=lambda p: p.level)]

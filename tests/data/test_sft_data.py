@@ -30,3 +30,16 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path):
         read_sft_jsonl(path)
     with pytest.raises(DataError, match="not found"):
         read_sft_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_over_long_examples_are_dropped_and_reported(tmp_path, capsys):
+    from k15.config import SFTConfig, WorldConfig
+    from k15.data.sft import SFTDataModule
+
+    path = tmp_path / "sft.jsonl"
+    rows = [{"prompt": "1+1=", "response": "<answer>2</answer>"}, {"prompt": "1+1=", "response": "1" * 80 + "<answer>2</answer>"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = SFTDataModule(build_synthetic_tokenizer(), SFTConfig(data_path=str(path)), WorldConfig(), seed=0, max_len=32)
+    data.setup()
+    assert len(data.examples) == 1 and data.dropped == 1
+    assert "dropped 1 of 2 examples" in capsys.readouterr().err
