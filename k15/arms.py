@@ -11,7 +11,7 @@ import copy
 import json
 from pathlib import Path
 
-from k15.config import ExperimentConfig, to_yaml
+from k15.config import VISION_STAGES, ExperimentConfig, to_yaml
 from k15.eval.curves import overlay
 from k15.runs import write_text_atomic
 
@@ -19,7 +19,8 @@ from k15.runs import write_text_atomic
 STAGE_SECTIONS = {
     "pretrain": ("model", "world", "trainer", "pretrain"),
     "sft": ("model", "world", "trainer", "sft"),
-    "rl": ("model", "world", "trainer", "rl"),
+    "rl": ("model", "world", "trainer", "rl", "vlm"),
+    **{stage: ("model", "world", "trainer", "vlm", stage) for stage in VISION_STAGES},
 }
 
 

@@ -12,21 +12,27 @@ import difflib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from k15.errors import ConfigError
+from k15.models.projector import ProjectorConfig
+from k15.models.vision import VisionConfig
 from k15.rewards.code import CodeConfig
 from k15.rewards.math import MathConfig
 from k15.rewards.sandbox import SandboxLimits
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
-MODEL_STAGES = ("pretrain", "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl")  # stages that export a model
+# The vision-language stages (paper §7): tower alone, joint, cooldown, long-context activation.
+VISION_STAGES = ("vision_tower", "vision_joint", "cooldown", "long_context")
+STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
+MODEL_STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl")  # stages that export a model
+VISION_TASKS = ("problem", "count", "compare", "chart")  # image tasks with a verifiable answer
 PRESET_GROUPS = ("model", "trainer")
+STRATEGIES = ("auto", "ddp", "fsdp", "fsdp2")  # trainer.strategy
 
 
 @dataclass
@@ -97,6 +103,56 @@ class SFTConfig:
     long_fraction: float = 0.5  # share of long-CoT traces; 1.0 is the paper's long-CoT warm-up set
     data_path: str | None = None  # JSONL of {"prompt", "response"} instead of the synthetic world
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
+
+
+@dataclass
+class VisionDataConfig:
+    """Where the vision stages read: webdataset shard sources (k15.data.mixture), the synthetic world's by default."""
+
+    # source name -> shards (a directory, glob, brace pattern or comma-separated list). Empty: the
+    # synthetic world's sources are written once to RUN/data/shards (k15.synthetic.shards).
+    shards: dict[str, str] = field(default_factory=dict)
+    # documents per synthetic source, when `shards` is empty
+    synthetic: dict[str, int] = field(default_factory=lambda: {
+        "text": 6000, "caption": 1000, "interleaved": 1000, "ocr": 2000, "synthetic": 8000})
+    per_shard: int = 1000
+    shuffle_buffer: int = 256
+    num_workers: int = 0
+    max_skip_fraction: float = 0.05  # per source and reader: past it the stage fails, naming the shard
+
+
+@dataclass
+class VLMConfig:
+    """The vision half of a VLM: built on the text decoder by the first vision stage."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    data: VisionDataConfig = field(default_factory=VisionDataConfig)
+    # image tasks for RL prompts and evaluation (k15.synthetic.images): problem (arithmetic shown as
+    # an image, text-rendered) and the visual-reasoning kinds count, compare, chart
+    tasks: list[str] = field(default_factory=lambda: ["problem"])
+
+
+@dataclass
+class VLMStageConfig:
+    """One vision-language training stage over the shard mixture (k15.modules.vlm_train)."""
+
+    max_steps: int = 200
+    batch_size: int = 16  # packed rows per step
+    seq_len: int = 128
+    trainable: list[str] = field(default_factory=lambda: ["tower", "projector", "decoder"])  # the rest is frozen
+    weights: dict[str, float] = field(default_factory=dict)  # source -> share of tokens (k15.data.mixture)
+    ocr_weight: float = 0.0  # the reading loss (embedding_softmax projector only)
+    lm_weight: float = 1.0  # the next-token loss on the mixture
+    ocr_batch_size: int = 32
+    seq_len_schedule: list[int] = field(default_factory=list)  # long context: row length per phase (e.g. 4x growth)
+    full_attention_share: float = 0.0  # rows whose documents are joined into one attention span
+    rope_theta: float = 0.0  # > 0: the decoder's RoPE base is set to this when the stage starts
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20))
+
+
+def _stage(**kwargs) -> Callable[[], VLMStageConfig]:
+    return lambda: VLMStageConfig(**kwargs)
 
 
 @dataclass
@@ -225,11 +281,15 @@ class EvalConfig:
 
 @dataclass
 class TrainerConfig:
+    """Where and how a stage trains; k15.trainer builds the Lightning strategy from these (docs/distributed.md)."""
+
     accelerator: str = "cpu"
-    devices: int = 1
+    devices: int = 1  # processes per node
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # auto (one process) | ddp | fsdp (FSDP1, GPU only) | fsdp2 (fully_shard, CPU or GPU)
     precision: str = "32-true"
+    activation_checkpointing: bool = False  # fsdp/fsdp2: recompute each decoder/vision block in the backward
+    sharded_checkpoints: bool = False  # fsdp/fsdp2: each rank writes its shard (a checkpoint folder), not one file
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 200
     sample_every_n_steps: int = 200  # log a few greedy generations as text
@@ -249,6 +309,20 @@ class ExperimentConfig:
     long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    # Stage 1 (after the language-only `pretrain`): the tower alone with the decoder frozen, then
+    # joint training with the vision share raised to 30%; stage 2: cooldown on the high-quality
+    # subset (synthetic QA and long-CoT text) at a low lr; stage 3: long context (paper §7).
+    vision_tower: VLMStageConfig = field(default_factory=_stage(
+        trainable=["tower", "projector"], weights={"ocr": 0.5, "caption": 0.25, "synthetic": 0.25}))
+    vision_joint: VLMStageConfig = field(default_factory=_stage(
+        max_steps=300, weights={"text": 0.7, "synthetic": 0.15, "ocr": 0.05, "caption": 0.05, "interleaved": 0.05}))
+    cooldown: VLMStageConfig = field(default_factory=_stage(
+        max_steps=100, weights={"text": 0.5, "synthetic": 0.5},
+        optim=OptimConfig(lr=3e-4, warmup_steps=10, min_lr_ratio=0.0)))
+    long_context: VLMStageConfig = field(default_factory=_stage(
+        max_steps=64, weights={"text": 0.7, "interleaved": 0.15, "synthetic": 0.15}, seq_len_schedule=[128, 512],
+        full_attention_share=0.4, rope_theta=40000.0, optim=OptimConfig(lr=3e-4, warmup_steps=10)))
     stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "rl", "eval"])
 
 
@@ -298,7 +372,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         key = key.strip()
         if key in PRESET_GROUPS:
             continue
-        if key not in valid:
+        if key not in valid and not _inside_a_dict(cfg, key):
             close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
             hint = f"; did you mean: {', '.join(close)}" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint}")
@@ -324,6 +398,18 @@ def all_keys(obj: Any, prefix: str = "") -> list[str]:
         if is_dataclass(value):
             keys.extend(all_keys(value, key + "."))
     return keys
+
+
+def _inside_a_dict(cfg: Any, key: str) -> bool:
+    """A key below a dict-valued field (e.g. 'vision_joint.weights.ocr'): its entries are the user's to name."""
+    obj = cfg
+    for part in key.split(".")[:-1]:
+        if isinstance(obj, dict):
+            return True
+        if not is_dataclass(obj) or not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return isinstance(obj, dict)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
@@ -352,7 +438,11 @@ def _type_name(cfg: Any, key: str) -> str:
     *parents, leaf = key.split(".")
     obj = cfg
     for p in parents:
+        if isinstance(obj, dict):
+            break
         obj = getattr(obj, p)
+    if isinstance(obj, dict):  # an entry of a dict field: the type of its values
+        return type(next(iter(obj.values()), "")).__name__
     annotation = {f.name: f.type for f in fields(obj)}[leaf]
     return str(annotation).replace("typing.", "")
 
@@ -391,6 +481,23 @@ def validate(cfg: ExperimentConfig) -> None:
         need(s.optim.lr > 0 and math.isfinite(s.optim.lr), f"{stage}.optim.lr must be > 0, got {s.optim.lr}")
         need(0.0 <= s.optim.min_lr_ratio <= 1.0, f"{stage}.optim.min_lr_ratio must be in [0, 1]")
         need(s.optim.warmup_steps >= 0, f"{stage}.optim.warmup_steps must be >= 0")
+    for stage in VISION_STAGES:
+        v = getattr(cfg, stage)
+        need(v.max_steps > 0 and v.batch_size > 0 and v.seq_len > 3, f"{stage}: max_steps and batch_size must be > 0, seq_len > 3")
+        need(v.optim.lr > 0 and math.isfinite(v.optim.lr), f"{stage}.optim.lr must be > 0, got {v.optim.lr}")
+        bad = sorted(set(v.trainable) - {"tower", "projector", "decoder"})
+        need(bool(v.trainable) and not bad, f"{stage}.trainable must name some of tower, projector, decoder; got {v.trainable}")
+        need(any(w > 0 for w in v.weights.values()) and all(w >= 0 for w in v.weights.values()),
+             f"{stage}.weights must be >= 0 with at least one > 0, got {v.weights}")
+        need(v.ocr_weight >= 0 and v.lm_weight >= 0 and v.ocr_weight + v.lm_weight > 0,
+             f"{stage}: ocr_weight and lm_weight must be >= 0 and not both 0")
+        if stage in cfg.stages and v.ocr_weight > 0:
+            need(cfg.vlm.projector.kind == "embedding_softmax",
+                 f"{stage}.ocr_weight > 0 needs vlm.projector.kind=embedding_softmax (the reading loss uses its readout)")
+        need(0.0 <= v.full_attention_share <= 1.0, f"{stage}.full_attention_share must be in [0, 1], got {v.full_attention_share}")
+        need(v.rope_theta >= 0, f"{stage}.rope_theta must be >= 0 (0: unchanged), got {v.rope_theta}")
+    unknown_tasks = sorted(set(cfg.vlm.tasks) - set(VISION_TASKS))
+    need(bool(cfg.vlm.tasks) and not unknown_tasks, f"vlm.tasks must name some of {', '.join(VISION_TASKS)}; got {cfg.vlm.tasks}")
     p = cfg.pretrain
     need(p.seq_len > 1, f"pretrain.seq_len must be > 1, got {p.seq_len}")
     need(min(p.mix_raw, p.mix_short, p.mix_long) >= 0 and p.mix_raw + p.mix_short + p.mix_long > 0,
@@ -464,5 +571,20 @@ def validate(cfg: ExperimentConfig) -> None:
              + ("" if m.init_from else " (or 'init' with model.init_from)"))
     t = cfg.trainer
     need(t.devices > 0 and t.num_nodes > 0, "trainer.devices and trainer.num_nodes must be > 0")
+    need(t.strategy in STRATEGIES, f"trainer.strategy must be one of {', '.join(STRATEGIES)}, got '{t.strategy}'")
+    need(t.strategy != "fsdp" or t.accelerator != "cpu",
+         "trainer.strategy=fsdp needs GPUs (Lightning's FSDPStrategy refuses CPU); use trainer.strategy=fsdp2 on CPU")
+    need(t.strategy != "fsdp" or not {"rl", "l2s_rl"} & set(cfg.stages),
+         "trainer.strategy=fsdp cannot run RL (its rollout engine gathers full weights from FSDP2 only); use trainer.strategy=fsdp2")
+    sharding = t.strategy in ("fsdp", "fsdp2")
+    need(sharding or not t.activation_checkpointing, "trainer.activation_checkpointing needs trainer.strategy=fsdp or fsdp2")
+    need(sharding or not t.sharded_checkpoints, "trainer.sharded_checkpoints needs trainer.strategy=fsdp or fsdp2")
+    need(t.strategy != "fsdp2" or cfg.rl.reset_optimizer,
+         "trainer.strategy=fsdp2 needs rl.reset_optimizer=true (a kept RL optimizer's state is sharded and its checkpoint is not)")
+    vision = [s for s in cfg.stages if s in VISION_STAGES]
+    need(t.strategy != "fsdp2" or not vision,
+         f"trainer.strategy=fsdp2 cannot run the vision stages ({', '.join(vision)}): their module applies no fully_shard yet; use ddp or fsdp")
+    need(t.strategy != "auto" or t.devices * t.num_nodes == 1,
+         "trainer.devices x trainer.num_nodes > 1 needs trainer.strategy=ddp, fsdp or fsdp2")
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else "; ".join(problems))

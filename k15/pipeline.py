@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from k15.config import MODEL_STAGES, ExperimentConfig
+from k15.config import MODEL_STAGES, VISION_STAGES, ExperimentConfig
 from k15.callbacks.checkpoint import IterationCheckpoint
 from k15.data.pretrain import TextPretrainDataModule
 from k15.data.prompts import PromptDataModule, write_prompt_set
@@ -25,18 +25,20 @@ from k15.data.sft import SFTDataModule
 from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
 from k15.eval.plots import accuracy_vs_tokens, save_figure
 from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
+from k15.models.policy import export_policy, load_policy
+from k15.models.vlm import VisionLanguageModel
 from k15.long2short.stages import run_dpo, run_l2s_rl, run_merge, run_shortest_rs
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
 from k15.errors import DataError
-from k15.perf import peak_rss_mb
+from k15.perf import stage_memory
 from k15.runs import Summary
 from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
 # Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
-CHAIN_STAGES = ("pretrain", "sft", "rl")  # each starts from the previous one's export
+CHAIN_STAGES = ("pretrain", *VISION_STAGES, "sft", "rl")  # each starts from the previous one's export
 LONG2SHORT_STAGES = {"merge": run_merge, "shortest_rs": run_shortest_rs, "dpo": run_dpo, "l2s_rl": run_l2s_rl}
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -74,6 +76,11 @@ def run_pipeline(
         if stage == "pretrain":
             current = train_pretrain(cfg, run_dir, current, ckpt)
             exports[stage] = current
+        elif stage in VISION_STAGES:
+            from k15.vision_stages import train_vision_stage
+
+            current = train_vision_stage(cfg, run_dir, stage, current, ckpt)
+            exports[stage] = current
         elif stage == "sft":
             current = train_sft(cfg, run_dir, current, ckpt_path=ckpt)
             exports[stage] = current
@@ -85,7 +92,7 @@ def run_pipeline(
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
         summary.stage(
-            stage, wall_s=round(time.perf_counter() - started, 1), peak_rss_mb=round(peak_rss_mb()),
+            stage, wall_s=round(time.perf_counter() - started, 1), **stage_memory(),
             **({"resumed_from": str(ckpt)} if ckpt else {}),
         )
     console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
@@ -126,18 +133,24 @@ def train_rl(
     cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None, stage: str = "rl"
 ) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
-    model, tok = load_model_and_tokenizer(cfg.model, init_from)
+    model, tok = load_policy(cfg.model, init_from)
     model.train()
     r = cfg.rl
     stage_dir = run_dir / stage
-    data = PromptDataModule(cfg.world, r.prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
+    prompt_path = r.prompt_path
+    if prompt_path is None and isinstance(model, VisionLanguageModel):  # the synthetic image tasks
+        from k15.data.vision_prompts import write_vision_prompt_set
+
+        prompt_path = stage_dir / "vision_prompts" / "prompts.jsonl"
+        write_vision_prompt_set(prompt_path.parent, cfg.vlm.tasks, r.num_prompts, cfg.run.seed + 2, cfg.world.heldout_fraction)
+    data = PromptDataModule(cfg.world, prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
     data.setup()
     write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
     console.print(
         f"{stage}: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
-    check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, r.prompt_path or "synthetic prompt set")
+    check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, prompt_path or "synthetic prompt set", model)
     module = RLModule(
         model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards
     )
@@ -147,13 +160,17 @@ def train_rl(
         step_checkpoints=False, log_every_n_steps=1,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    return export(model, tok, stage_dir / "model")
+    return export_policy(model, tok, stage_dir / "model")
 
 
-def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source: str) -> None:
-    """Every prompt must leave room for a full response in the model's context."""
+def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None) -> None:
+    """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
     for record in records:
         n = len(prompt_ids(tok, record.prompt))
+        if record.images and isinstance(model, VisionLanguageModel):
+            from k15.data.vision_prompts import image_tokens
+
+            n += image_tokens(record, model) - len(record.images)
         if n + max_new_tokens > max_seq_len:
             raise DataError(
                 f"{source}: prompt '{record.id}' has {n} tokens; with rl.max_new_tokens={max_new_tokens} it exceeds "
@@ -162,19 +179,27 @@ def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, so
 
 
 def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:
-    results = {}
+    results, other_tasks = {}, {}
     logger = stage_logger(run_dir, "eval")
+    writer = logger.experiment
     for name in cfg.eval.models:
-        model, tok = load_model_and_tokenizer(cfg.model, exports[name])
-        result = evaluate(model, tok, cfg.world, cfg.eval, seed=cfg.run.seed)
+        model, tok = load_policy(cfg.model, exports[name])
+        if isinstance(model, VisionLanguageModel):  # the image tasks; "problem" (if evaluated) is the headline
+            from k15.eval.vision import evaluate_vision
+
+            by_task = evaluate_vision(model, tok, cfg.world, cfg.eval, cfg.vlm.tasks, seed=cfg.run.seed)
+            main = "problem" if "problem" in by_task else next(iter(by_task))
+            result = by_task[main]
+            summary.eval(name, {**result.to_dict(), "task": main, "tasks": {t: r.to_dict() for t, r in by_task.items()}})
+            for task, r in by_task.items():
+                if task != main:
+                    other_tasks[f"{name} {task}"] = r
+                    log_eval(writer, f"{name}/{task}", r)
+        else:
+            result = evaluate(model, tok, cfg.world, cfg.eval, seed=cfg.run.seed)
+            summary.eval(name, result.to_dict())
         results[name] = result
-        summary.eval(name, result.to_dict())
-        writer = logger.experiment
-        writer.add_scalar(f"eval/{name}/pass@1", result.pass_at_1, 0)
-        writer.add_scalar(f"eval/{name}/mean_tokens", result.mean_tokens, 0)
-        for level, r in result.levels.items():
-            writer.add_scalar(f"eval/{name}/pass@1_level{level}", r.pass_at_1, 0)
-        writer.add_text(f"eval/{name}/examples", "\n".join(f"    {e}" for e in result.examples), 0)
+        log_eval(writer, name, result)
     if len(results) > 1:  # where the models sit on the accuracy-vs-length plane
         fig = accuracy_vs_tokens({name: r.to_dict() for name, r in results.items()})
         png = save_figure(fig, run_dir / "accuracy_vs_tokens.png")
@@ -182,7 +207,17 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
         console.print(f"plot: {png}")
     logger.finalize("success")
     console.print(results_table(results, cfg.eval.temperature))
+    if other_tasks:
+        console.print(results_table(other_tasks, cfg.eval.temperature))
     return results
+
+
+def log_eval(writer, name: str, result: EvalResult) -> None:
+    writer.add_scalar(f"eval/{name}/pass@1", result.pass_at_1, 0)
+    writer.add_scalar(f"eval/{name}/mean_tokens", result.mean_tokens, 0)
+    for level, r in result.levels.items():
+        writer.add_scalar(f"eval/{name}/pass@1_level{level}", r.pass_at_1, 0)
+    writer.add_text(f"eval/{name}/examples", "\n".join(f"    {e}" for e in result.examples), 0)
 
 
 def results_table(results: dict[str, EvalResult], temperature: float) -> Table:
@@ -197,7 +232,7 @@ def results_table(results: dict[str, EvalResult], temperature: float) -> Table:
     for name, r in results.items():
         long_share = sum(x.long_share * x.samples for x in r.levels.values()) / sum(x.samples for x in r.levels.values())
         table.add_row(
-            name, *(f"{r.levels[level].pass_at_1:.1%}" for level in levels),
+            name, *(f"{r.levels[level].pass_at_1:.1%}" if level in r.levels else "-" for level in levels),
             f"{r.pass_at_1:.1%}", f"{r.mean_tokens:.1f}", f"{long_share:.0%}",
         )
     return table

@@ -9,10 +9,22 @@ TINY = [
     "trainer.progress=false", "trainer.checkpoint_every_n_steps=20", "trainer.sample_every_n_steps=20",
 ]
 
+# The vision stages and their synthetic shards at a size that runs in seconds.
+VISION_SMOKE = [
+    *(f"{stage}.{key}" for stage in ("vision_tower", "vision_joint", "cooldown", "long_context")
+      for key in ("max_steps=3", "batch_size=4", "seq_len=64")),
+    "long_context.seq_len_schedule=[64,128]", "vision_tower.ocr_batch_size=4",
+    "vlm.vision.hidden_size=32", "vlm.vision.intermediate_size=64", "vlm.tasks=[problem,count]",
+    "vlm.data.shuffle_buffer=8", "vlm.data.per_shard=50", "vlm.data.synthetic.text=60", "vlm.data.synthetic.caption=20",
+    "vlm.data.synthetic.interleaved=20", "vlm.data.synthetic.ocr=20", "vlm.data.synthetic.synthetic=60",
+    "rl.num_prompts=32", "eval.max_new_tokens=30",
+]
+
 # Every section at a size that runs in seconds, for running each experiment file end to end.
 SMOKE = [o for o in TINY if not o.startswith("stages=")] + [
     "run.threads=1", "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=30",
     "long2short.num_prompts=4", "long2short.samples_per_prompt=2", "long2short.max_new_tokens=30",
     "long2short.rs_steps=2", "long2short.rs_batch_size=2", "long2short.dpo_steps=2", "long2short.dpo_batch_size=2",
     "long2short.rl_iterations=2", "long2short.rl_max_new_tokens=24",
+    *VISION_SMOKE,
 ]

@@ -15,16 +15,29 @@ vision share raised to 30%). Every source repeats forever.
 
 A document becomes `<bos> segment ... response <eos>`: text segments are tokenized, every image
 becomes `tokens_per_image(h, w)` placeholders (labels IGNORE) and its pixels (the model's
-ImageProcessor). A document longer than `seq_len` is cut, never through an image (the images past
-the cut are dropped; a document whose first image does not fit is dropped and counted). Documents
-pass a shuffle buffer, then are packed greedily into rows of `seq_len` (k15.data.packing: positions
-restart per document, attention stays inside it), and `batch_size` rows make a batch:
+ImageProcessor). A document longer than `seq_len` (or the shortest row of `seq_len_schedule`) is
+cut, never through an image (the images past the cut are dropped; a document whose first image does
+not fit is dropped and counted). Documents pass a shuffle buffer, then are packed greedily into rows
+of `seq_len` (k15.data.packing: positions restart per document, attention stays inside it), and
+`batch_size` rows make a batch:
 
-    input_ids, labels, position_ids, doc_ids   [batch_size, seq_len]   (as k15.data.packing.pack_examples)
+    input_ids, labels, position_ids, doc_ids   [batch_size, seq_len]   (as k15.data.packing.pack_examples;
+                    with a seq_len_schedule [rows, row length] = MixtureConfig.batch_shape(batch number))
+    full_attention_rows  [rows] bool (see below)
     images          list of [C, H, W] tensors, in reading order (row 0 left to right, then row 1, ...)
     source_tokens   [num_sources] real tokens per source in this batch (to log the realised mixture)
     keys            "source/sample key" of every document in the batch, in packing order
     skipped_fraction  this reader's skipped share so far (0-dim), to log as data/skipped_fraction
+
+Long-context activation (the paper's stage 3). With `seq_len_schedule` (e.g. [4096, 16384, 65536]),
+batch b of a rank's stream -- counted from the stream's start, so a resumed run (skip_batches) stays
+in its phase -- has max(1, batch_size * seq_len // L) rows of L = seq_len_schedule[min(b //
+schedule_batches, last)] tokens, so tokens per batch stay about constant. Documents are cut to the
+shortest length, so each fits every row; the long contexts are the full-attention rows: a
+`full_attention_share` of each batch's rows (0.4 in the paper) whose documents are one sequence (one
+doc id, positions running across the row), so attention and long RoPE positions span the row; the
+other rows keep attention inside each document. Raising the RoPE base goes with it:
+k15.models.rope.set_rope_theta.
 
 Splitting. Each reader -- a (rank, loader worker) slot -- reads a disjoint part of every source, the
 same part in every pass: its shards when the source has at least as many shards as there are slots
@@ -32,7 +45,8 @@ same part in every pass: its shards when the source has at least as many shards 
 reshuffles the order of its own shards every pass), else every slot reads all shards and decodes
 only the samples whose running index is its own mod slots. Rank and world size come from the
 constructor when given (tests), else from the Lightning trainer, else from torch.distributed when it
-is initialised, else 0 and 1; the worker from torch's get_worker_info.
+is initialised, else 0 and 1; the worker from torch's get_worker_info. A resume (`skip_batches`)
+replays the uninterrupted stream batch for batch, with loader workers too (reader_slot).
 
 Bad data (k15.data.shards): skipped and counted per reader and source; past `max_skip_fraction` the
 run stops with a one-line DataError naming the shard -- raised in the main process even when the
@@ -41,6 +55,7 @@ reader is a loader worker (the worker hands the message over instead of a traceb
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -69,6 +84,11 @@ class MixtureConfig:
     num_workers: int = 0  # loader worker processes
     max_skip_fraction: float = 0.05  # per source and reader; past it the run fails
     min_samples_before_failing: int = 100  # evidence needed before the threshold applies mid-pass
+    # long-context activation (stage 3): row lengths by phase of `schedule_batches` batches each, the last
+    # one kept; empty = rows of seq_len throughout
+    seq_len_schedule: list[int] = field(default_factory=list)
+    schedule_batches: int = 0
+    full_attention_share: float = 0.0  # share of rows whose documents attend to each other
 
     @property
     def names(self) -> list[str]:
@@ -77,6 +97,19 @@ class MixtureConfig:
 
     def weight(self, name: str) -> float:
         return float(self.weights.get(name, 0.0))
+
+    @property
+    def max_doc_len(self) -> int:
+        """Documents are cut here, so that each fits a row of every phase (the shuffle buffer spans phases)."""
+        return min([self.seq_len, *self.seq_len_schedule])
+
+    def batch_shape(self, batch: int) -> tuple[int, int]:
+        """(rows, row length) of batch number `batch` of the stream: about batch_size * seq_len tokens each."""
+        if not self.seq_len_schedule:
+            return self.batch_size, self.seq_len
+        phase = min(batch // self.schedule_batches, len(self.seq_len_schedule) - 1)
+        row_len = self.seq_len_schedule[phase]
+        return max(1, self.batch_size * self.seq_len // row_len), row_len
 
     def validate(self) -> None:
         if not self.shards:
@@ -88,6 +121,14 @@ class MixtureConfig:
             raise ConfigError("mixture weights must be >= 0 and at least one > 0")
         if self.seq_len < 4 or self.batch_size < 1:
             raise ConfigError("mixture seq_len must be >= 4 and batch_size >= 1")
+        lengths = list(self.seq_len_schedule)
+        if any(n < 4 for n in lengths) or lengths != sorted(lengths):
+            raise ConfigError(f"mixture seq_len_schedule must be row lengths >= 4, non-decreasing; got {lengths}")
+        if lengths and self.schedule_batches < 1:
+            raise ConfigError("mixture schedule_batches must be >= 1 when seq_len_schedule is given "
+                              f"(batches per phase); got {self.schedule_batches}")
+        if not 0.0 <= self.full_attention_share <= 1.0:
+            raise ConfigError(f"mixture full_attention_share must be in [0, 1]; got {self.full_attention_share}")
 
 
 @dataclass
@@ -154,9 +195,30 @@ def tokenize_document(
     return ids, labels, images
 
 
-def pack_rows(examples: list[Example], row_len: int, pad_id: int, num_sources: int) -> dict:
-    """pack_examples on the examples, plus their images in reading order and tokens per source."""
+def full_attention_rows(rows: int, share: float) -> torch.Tensor:
+    """[rows] bool: row r is full-attention iff floor((r+1) * share) > floor(r * share) -- floor(rows * share)
+    rows, spread evenly over the batch."""
+    # the epsilon keeps float error (3 * 0.4 = 1.2000000000000002, 0.3 * 10 = 3.0000000000000004) from moving a row
+    marks = [math.floor((r + 1) * share + 1e-9) > math.floor(r * share + 1e-9) for r in range(rows)]
+    return torch.tensor(marks, dtype=torch.bool)
+
+
+def pack_rows(examples: list[Example], row_len: int, pad_id: int, num_sources: int,
+              full_attention_share: float = 0.0) -> dict:
+    """pack_examples on the examples, plus their images in reading order and tokens per source.
+
+    A full-attention row (full_attention_rows) joins its documents into one: a single doc id and
+    positions 0..used-1 across the row, so attention and RoPE positions span the whole row.
+    """
     packed = pack_examples([(e.ids, e.labels) for e in examples], row_len, pad_id)
+    full = full_attention_rows(packed["input_ids"].shape[0], full_attention_share)
+    for r in full.nonzero().flatten().tolist():
+        used = int((packed["doc_ids"][r] >= 0).sum())  # real tokens come first, padding after
+        packed["doc_ids"][r, :used] = 0
+        packed["position_ids"][r, :used] = torch.arange(used)
+        # labels keep IGNORE at each document's first token (its <bos>): predicting it from the
+        # previous document's <eos> teaches nothing
+    packed["full_attention_rows"] = full
     packed["images"] = [img for e in examples for img in e.images]  # greedy packing keeps the order
     counts = torch.zeros(num_sources, dtype=torch.long)
     for e in examples:
@@ -170,11 +232,17 @@ def pack_rows(examples: list[Example], row_len: int, pad_id: int, num_sources: i
 # The stream
 
 
-def reader_slot(rank: int, world_size: int) -> tuple[int, int]:
-    """(this reader's slot, number of slots) over ranks x loader workers."""
+def reader_slot(rank: int, world_size: int, skip_batches: int = 0) -> tuple[int, int, int, int]:
+    """(this reader's slot, number of slots, its worker role, number of workers) over ranks x loader workers.
+
+    The loader takes its workers in turn from worker 0, also after a resume; so that the resumed
+    stream is the uninterrupted one batch for batch, worker w takes the role (the part of the data
+    and the batch numbers) of the worker that served batch skip_batches + w.
+    """
     info = get_worker_info()
     worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * workers + worker, world_size * workers
+    role = (worker + skip_batches) % workers
+    return rank * workers + role, world_size * workers, role, workers
 
 
 @dataclass
@@ -239,51 +307,58 @@ class MixtureStream(IterableDataset):
             source = int(torch.argmax(deficit))  # ties: the first source
             doc = next(streams[source])
             encoded = tokenize_document(doc, self.tok, self.image_processor, self.tokens_per_image,
-                                        self.image_token_id, cfg.seq_len)
+                                        self.image_token_id, cfg.max_doc_len)
             if encoded is None:
                 self.dropped_long += 1
                 dropped_in_a_row += 1
                 if dropped_in_a_row >= 1000:
                     raise DataError(f"source '{cfg.names[source]}': 1000 documents in a row have an image that "
-                                    f"does not fit seq_len {cfg.seq_len} (last: {doc.url}: '{doc.key}')")
+                                    f"does not fit {cfg.max_doc_len} tokens (last: {doc.url}: '{doc.key}')")
                 continue
             dropped_in_a_row = 0
             ids, labels, images = encoded
             tokens[source] += len(ids)
             yield Example(ids, labels, images, source, f"{cfg.names[source]}/{doc.key}")
 
-    def _batches(self, slot: int, slots: int) -> Iterator[dict]:
+    def _batches(self, slot: int, slots: int, first: int = 0, stride: int = 1) -> Iterator[dict]:
+        """Packed batches; the i-th is batch number first + i * stride of the stream (its schedule phase)."""
         cfg = self.cfg
         rng = random.Random(f"{self.seed}/shuffle/{slot}")
         buffer: list[Example] = []
         rows: list[list[Example]] = [[]]
         used = 0
+        number = first
+        n_rows, row_len = cfg.batch_shape(number)
         for example in self._examples(slot, slots):
             buffer.append(example)
             if len(buffer) < cfg.shuffle_buffer:
                 continue
             example = buffer.pop(rng.randrange(len(buffer)))
-            if used + len(example.ids) > cfg.seq_len:
+            if used + len(example.ids) > row_len:
                 rows.append([])
                 used = 0
-                if len(rows) > cfg.batch_size:  # batch_size complete rows and one open row
-                    done = [e for row in rows[: cfg.batch_size] for e in row]
-                    rows = rows[cfg.batch_size:]
-                    batch = pack_rows(done, cfg.seq_len, self.tok.pad_token_id, len(cfg.names))
+                if len(rows) > n_rows:  # n_rows complete rows and one open row
+                    done = [e for row in rows[:n_rows] for e in row]
+                    rows = rows[n_rows:]
+                    batch = pack_rows(done, row_len, self.tok.pad_token_id, len(cfg.names), cfg.full_attention_share)
                     batch["skipped_fraction"] = torch.tensor(max((c.fraction for c in self.counters), default=0.0))
                     yield batch
+                    # the open row (empty, the example goes in below) fills to the next batch's length
+                    number += stride
+                    n_rows, row_len = cfg.batch_shape(number)
             rows[-1].append(example)
             used += len(example.ids)
 
     def __iter__(self) -> Iterator[dict]:
-        slot, slots = reader_slot(self.rank, self.world_size)
+        slot, slots, role, workers = reader_slot(self.rank, self.world_size, self.skip_batches)
         policy = SkipPolicy(self.cfg.max_skip_fraction, self.cfg.min_samples_before_failing)
         self.counters = [SkipCounter(name, policy) for name in self.cfg.names]
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        skip = len(range(worker, self.skip_batches, workers))  # this worker's share of the batches already served
+        skip = len(range(role, self.skip_batches, workers))  # this role's share of the batches already served
         try:
-            for i, batch in enumerate(self._batches(slot, slots)):
+            # batch i of this role is batch i * workers + role of the rank's stream (the loader takes
+            # the workers in turn), the number its schedule phase is read from
+            for i, batch in enumerate(self._batches(slot, slots, role, workers)):
                 if i >= skip:
                     yield batch
         except DataError as exc:

@@ -7,7 +7,7 @@ loads through the same code. A malformed row fails with file:line and the field 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -81,6 +81,8 @@ def read_prompt_set(path: str | Path) -> list[PromptRecord]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
             record = parse_row(row, where)
+            if record.images:  # relative image paths are relative to the prompt file
+                record = replace(record, images=tuple(str(path.parent / i) for i in record.images))
             if record.id in seen:
                 raise DataError(f"{where}: field 'id' repeats '{record.id}' from line {seen[record.id]}")
             seen[record.id] = line_no

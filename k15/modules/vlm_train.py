@@ -16,6 +16,9 @@ its cell (`readout_logits`, cross-entropy over the readout tokens). It needs ima
 per character cell and their texts, which the mixture batches do not carry, so it comes from its own
 stream of OCR batches (`ocr_batches`, synthetic strips), one per training step, weighted by
 `ocr_weight`. That stream is not part of a checkpoint: a resumed run draws fresh OCR batches.
+`lm_weight` scales the next-token loss: a tower that cannot read yet gets large, noisy gradients
+through the frozen decoder, which drown the reading loss under gradient clipping, so the
+tower-only stage of the vision quickstart keeps it small.
 
 Logged (TensorBoard via the trainer's logger): train/loss (the optimised total), train/lm_loss,
 train/ocr_loss and train/ocr_acc (with OCR), lr, perf/tokens_per_s (real tokens of the LM batch).
@@ -118,6 +121,7 @@ class VLMTrainModule(L.LightningModule):
         max_steps: int,
         trainable: Sequence[str] = PARTS,
         ocr_weight: float = 0.0,
+        lm_weight: float = 1.0,
         ocr_stream: Iterator[dict] | None = None,
     ):
         super().__init__()
@@ -126,8 +130,8 @@ class VLMTrainModule(L.LightningModule):
         if unknown or not trainable:
             raise ConfigError(f"trainable parts must be a non-empty subset of {', '.join(PARTS)}; "
                               f"got {list(trainable)}")
-        if ocr_weight < 0:
-            raise ConfigError(f"ocr_weight must be >= 0, got {ocr_weight}")
+        if ocr_weight < 0 or lm_weight < 0 or ocr_weight + lm_weight == 0:
+            raise ConfigError(f"ocr_weight and lm_weight must be >= 0, not both 0; got {ocr_weight}, {lm_weight}")
         if ocr_weight > 0:
             kind = getattr(getattr(getattr(model, "projector", None), "cfg", None), "kind", None)
             if kind != "embedding_softmax":
@@ -136,13 +140,13 @@ class VLMTrainModule(L.LightningModule):
                 raise ConfigError("ocr_weight > 0 needs an ocr_stream of OCR batches (see ocr_batches)")
         self.model, self.optim, self.max_steps = model, optim, max_steps
         self.trainable = trainable
-        self.ocr_weight, self.ocr_stream = ocr_weight, ocr_stream
+        self.ocr_weight, self.ocr_stream, self.lm_weight = ocr_weight, ocr_stream, lm_weight
         self.trainable_counts = freeze(model, tuple(p for p in PARTS if p not in trainable))
         self.step_tokens = 0
 
     def training_step(self, batch, batch_idx):
         lm = self.model(**vlm_inputs(batch)).loss
-        loss = lm
+        loss = self.lm_weight * lm
         self.log("train/lm_loss", lm)
         if self.ocr_weight > 0:
             ocr = next(self.ocr_stream)
@@ -152,8 +156,20 @@ class VLMTrainModule(L.LightningModule):
             self.log("train/ocr_loss", reading)
             self.log("train/ocr_acc", accuracy)
         self.log("train/loss", loss, prog_bar=True)
+        self.log_data(batch)
         self.step_tokens = int((batch["doc_ids"] >= 0).sum())  # real (non-padding) tokens, for tokens/s
         return loss
+
+    def log_data(self, batch: dict) -> None:
+        """The mixture as realised (token share per source), skipped bad samples, the row length."""
+        names = getattr(self, "source_names", None)
+        tokens = batch.get("source_tokens")
+        if names and tokens is not None and int(tokens.sum()) > 0:
+            for name, share in zip(names, (tokens.float() / tokens.sum()).tolist()):
+                self.log(f"data/share_{name}", share)
+        if "skipped_fraction" in batch:
+            self.log("data/skipped_fraction", float(batch["skipped_fraction"]))
+        self.log("data/seq_len", float(batch["input_ids"].shape[1]))
 
     def configure_callbacks(self):
         return [ThroughputLogger()]

@@ -8,7 +8,7 @@ Reference log-probs are always recomputed over the whole response.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ class Sample:
     fresh_start: int = 0  # response tokens before this came from an earlier iteration's policy
     loss_start: int = 0  # response tokens before this are context only, not in the loss
     segments: int = 1  # iterations the response was generated in
+    images: list = field(default_factory=list)  # the prompt's pixels [C, H, W], in placeholder order
 
 
 @dataclass
@@ -40,17 +41,20 @@ class RolloutBatch:
     @classmethod
     def from_groups(
         cls, groups: list[Group], records: list[PromptRecord], prompts: list[list[int]], iteration: int,
-        loss_on_current_only: bool, pad_id: int,
+        loss_on_current_only: bool, pad_id: int, images: list[list] | None = None,
     ) -> RolloutBatch:
-        """Finished groups (k15.rollout.partial) as a batch; `prompts[i]` are the ids of one group's prompt."""
+        """Finished groups (k15.rollout.partial) as a batch; `prompts[i]` are the ids of one group's prompt
+        (placeholders expanded) and `images[i]` its pixels, for image prompts."""
         samples, group_ids = [], []
-        for gi, (group, prompt) in enumerate(zip(groups, prompts, strict=True)):
+        images = images or [[] for _ in groups]
+        for gi, (group, prompt, pixels) in enumerate(zip(groups, prompts, images, strict=True)):
             record = records[group.prompt_index]
             for j, m in enumerate(group.members):
                 fresh = m.tokens_before(iteration)
                 samples.append(Sample(
                     f"{record.id}@{group.id}#{j}", record, prompt, m.tokens, m.logprobs, m.finish_reason,
                     fresh_start=fresh, loss_start=fresh if loss_on_current_only else 0, segments=len(m.segments),
+                    images=pixels,
                 ))
                 group_ids.append(gi)
         return cls(samples, torch.tensor(group_ids, dtype=torch.long), pad_id)
@@ -72,6 +76,10 @@ class RolloutBatch:
             attention[row, : len(full)] = 1
             loss_mask[row, len(s.prompt) + s.loss_start : len(full)] = 1.0
         return ids.to(device), attention.to(device), loss_mask.to(device)
+
+    def images_of(self, rows: torch.Tensor | list[int]) -> list[torch.Tensor]:
+        """The pixels of `rows`' prompts, flat in row order: the order their placeholders take in a packed forward."""
+        return [img for r in (rows.tolist() if isinstance(rows, torch.Tensor) else rows) for img in self.samples[r].images]
 
     def length_stats(self, prefix: str = "") -> dict[str, float]:
         lengths = torch.tensor([len(s.tokens) for s in self.samples], dtype=torch.float32)
@@ -101,11 +109,15 @@ class RolloutBatch:
         return total / max(count, 1)
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: list | None = None
+                   ) -> torch.Tensor:
     """[N, T]: at position t, log p(input_ids[t] | input_ids[<t]); position 0 (and padding) is 0.
 
     Padded rows are packed first (several sequences per row, attention kept inside each, see
     k15.data.packing) so no compute goes to padding; the result comes back in the padded layout.
+    A VLM (k15.models.vlm) takes `images`, the rows' pixels in row order (packing keeps the order,
+    so they meet their placeholders), and its `<image>` logit is masked as the rollout engine masks
+    it (k15.rollout.vision), so both compute log-probs under the same distribution.
     """
     n, width = input_ids.shape
     lengths = attention_mask.sum(dim=1).tolist()
@@ -113,13 +125,22 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     seqs = [input_ids[i, :length].tolist() for i, length in enumerate(lengths)]
     packed = pack_examples([(s, s) for s in seqs], row_len, pad_id=0)
     device = input_ids.device
+    image_token_id = getattr(model, "image_token_id", None)
+    extra = {"images": [img.to(device) for img in images or []]} if image_token_id is not None else {}
     logits = model(
         input_ids=packed["input_ids"].to(device),
         position_ids=packed["position_ids"].to(device),
         attention_mask=document_mask(packed["doc_ids"].to(device)),
+        **extra,
     ).logits.float()
+    if image_token_id is not None:
+        never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+        never[image_token_id] = True
+        logits = logits.masked_fill(never, -torch.inf)
     ids = packed["input_ids"].to(device)
     lp = torch.gather(F.log_softmax(logits[:, :-1], dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
+    if image_token_id is not None:  # placeholders are prompt, never predicted: 0, not -inf (0 * -inf is NaN)
+        lp = lp.masked_fill(ids[:, 1:] == image_token_id, 0.0)
     lp = F.pad(lp, (1, 0))  # lp[r, t] = log p(token t | tokens before it in its own sequence)
     out = torch.zeros((n, width), dtype=lp.dtype, device=device)
     # Where each sequence landed: the packer fills rows in order, so walk the rows the same way.

@@ -55,6 +55,13 @@ class ImagePrompt:
     images: list[Image.Image | torch.Tensor] = field(default_factory=list)  # in reading order
     expanded: bool = False  # ids already hold tokens_per_image placeholders per image
 
+    def __add__(self, tokens: list[int]) -> ImagePrompt:
+        """The prompt continued by generated tokens (a partial rollout's next segment starts here)."""
+        return ImagePrompt(list(self.ids) + list(tokens), self.images, self.expanded)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
 
 class _Row(list):
     """Expanded prompt ids that carry their image features [placeholders, hidden] through the engine.

@@ -6,9 +6,10 @@ RL read the prompt and score the response against `answer` where there is one.
 
     problem      the arithmetic problems of k15.synthetic.arithmetic rendered as an image (text-rendered):
                  image "7-2+4-1=" -> a short or long trace (k15.synthetic.traces), answer "8"
-    count        shapes on a 48x48 canvas: "how many circles? " -> "3"
-    compare      "more circles or squares? " -> "circles"
-    chart        a 48x64 bar chart: "which bar is tallest? " -> "red" | "how tall is the blue bar? " -> "4"
+    count        shapes on a 48x48 canvas: "how many circles? " -> "<answer>3</answer>"
+    compare      "more circles or squares? " -> "<answer>circles</answer>"
+    chart        a 48x64 bar chart: "which bar is tallest? " -> "<answer>red</answer>" (level 1)
+                 | "how tall is the blue bar? " -> "<answer>4</answer>" (level 2)
     ocr          a random string rendered as an image -> the string
     caption      a 48x48 scene -> "a red circle and a blue square."
     interleaved  text with several images between its sentences (no response)
@@ -33,7 +34,7 @@ from typing import Callable, Iterator
 from PIL import Image, ImageDraw, ImageFont
 
 from k15.synthetic.arithmetic import is_heldout, sample_problems
-from k15.synthetic.traces import make_trace, text_of
+from k15.synthetic.traces import answer_block, make_trace, text_of
 
 CELL = 16  # px: one character cell / one object cell
 STRIP_CELLS = 14  # a 16x224 strip holds the longest level-6 problem, "7-2+4-1+3-2+1="
@@ -176,7 +177,7 @@ def count_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: fl
         image = draw_scene(objects, random.Random(scene_seed))
         canonical = f"count/{target}/{objects}/{scene_seed}"
         doc = VisionDoc(f"count-{split}-{seed}-{next(counter):07d}", "count", [image, f"how many {target}s? "],
-                        str(count), answer=str(count), level=len(objects))
+                        answer_block(str(count)), answer=str(count), level=len(objects))
         return canonical, doc
 
     yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"count/{seed}"))
@@ -196,7 +197,7 @@ def compare_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: 
         image = draw_scene(objects, random.Random(scene_seed))
         answer = f"{a}s" if na > nb else f"{b}s"
         doc = VisionDoc(f"compare-{split}-{seed}-{next(counter):07d}", "compare", [image, f"more {a}s or {b}s? "],
-                        answer, answer=answer, level=na + nb)
+                        answer_block(answer), answer=answer, level=na + nb)
         return f"compare/{a}/{b}/{objects}/{scene_seed}", doc
 
     yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"compare/{seed}"))
@@ -216,8 +217,8 @@ def chart_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: fl
         else:
             i = rng.randrange(4)
             question, answer = f"how tall is the {colors[i]} bar? ", str(values[i])
-        doc = VisionDoc(f"chart-{split}-{seed}-{next(counter):07d}", "chart", [image, question], answer,
-                        answer=answer, meta={"values": values, "colors": colors})
+        doc = VisionDoc(f"chart-{split}-{seed}-{next(counter):07d}", "chart", [image, question],
+                        answer_block(answer), answer=answer, level=1 if question.startswith("which") else 2, meta={"values": values, "colors": colors})
         return f"chart/{colors}/{values}/{question}", doc
 
     yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"chart/{seed}"))

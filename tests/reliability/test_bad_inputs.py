@@ -11,7 +11,7 @@ from experiments.run import main
 from k15.config import ModelConfig
 from k15.models.decoder import build_decoder, export
 from k15.tokenizer import build_synthetic_tokenizer
-from tests.tiny import TINY
+from tests.tiny import TINY, VISION_SMOKE
 
 SFT_ONLY = [o for o in TINY if not o.startswith("stages=")] + ["stages=[sft]", "run.threads=1"]
 RL_ONLY = [o for o in TINY if not o.startswith("stages=")] + ["stages=[rl]", "run.threads=1", "rl.max_new_tokens=20"]
@@ -40,6 +40,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     small = build_decoder(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16), tok)
     small.resize_token_embeddings(20)
     export(small, tok, root / "small_vocab_model")
+    text = build_decoder(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16,
+                                     max_seq_len=64), tok)
+    export(text, tok, root / "text_model")
+    (root / "bad_shards").mkdir()
+    (root / "bad_shards" / "ocr-000000.tar").write_bytes(b"not a tar file" * 100)
     return {p.stem: p for p in root.iterdir()}
 
 
@@ -55,6 +60,9 @@ CASES = {
     "model dir without files": (["quickstart", *SFT_ONLY, "model.init_from={empty_model}"], "no config.json"),
     "vocabulary mismatch": (["quickstart", *SFT_ONLY, "model.init_from={small_vocab_model}"], "embeds only 20"),
     "resume a non-run": (["--resume", "{tmp}"], "not a run directory"),
+    "corrupt shard": (["quickstart_vision", *VISION_SMOKE, "stages=[vision_tower]", "model.init_from={text_model}",
+                       "vlm.data.shards={{ocr: {bad_shards}}}", "vision_tower.weights={{ocr: 1.0}}", "trainer.progress=false"],
+                      "bad_shards/ocr-000000.tar"),
 }
 
 

@@ -1,0 +1,95 @@
+"""Image prompt sets: the synthetic world's image tasks as RL prompts, and their images as pixels.
+
+    records = write_vision_prompt_set(out_dir, ["problem", "count"], n=2048, seed=0)   # PNGs + prompts.jsonl
+    prompt = image_prompt(record, tok, vlm)        # an ImagePrompt with expanded placeholders, for the engine
+
+A record's `prompt` holds one `<image>` per image, where the image sits in the text (the synthetic
+tasks put it first: "<image>how many circles? "); `images` are PNG paths, relative to the prompt file
+(k15.data.prompts resolves them). A user's own image prompt set is the same JSONL and goes through
+the same code. Difficulty: the task's level (problem: operations; count / compare: shapes; chart:
+1 for "which bar is tallest", 2 for reading a bar's height).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from k15.data.prompts import PromptRecord, read_prompt_set, write_prompt_set
+from k15.errors import DataError
+from k15.models.vlm import IMAGE_TOKEN, expand_placeholders
+from k15.rollout.vision import ImagePrompt
+from k15.synthetic.images import VisionDoc, vision_docs
+from k15.tokenizer import prompt_ids
+
+
+def doc_prompt(doc: VisionDoc) -> str:
+    """The prompt text of a synthetic image document, `<image>` where each image sits."""
+    return "".join(s if isinstance(s, str) else IMAGE_TOKEN for s in doc.segments)
+
+
+def task_docs(tasks: list[str], n: int, split: str, seed: int, heldout_fraction: float) -> list[VisionDoc]:
+    """`n` documents spread evenly over `tasks` (round robin), deterministic by seed."""
+    per_task = -(-n // len(tasks))
+    streams = [vision_docs(t, per_task, split, seed, heldout_fraction=heldout_fraction) for t in tasks]
+    docs = [d for group in itertools.zip_longest(*streams) for d in group if d is not None]
+    return docs[:n]
+
+
+def write_vision_prompt_set(out_dir: str | Path, tasks: list[str], n: int, seed: int, heldout_fraction: float = 0.1,
+                            split: str = "train") -> list[PromptRecord]:
+    """Render `n` image prompts to OUT/images/*.png and write OUT/prompts.jsonl; returns the records as read back."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for doc in task_docs(tasks, n, split, seed, heldout_fraction):
+        paths = []
+        for j, image in enumerate(doc.images):
+            rel = f"images/{doc.key}-{j}.png"
+            image.save(out_dir / rel)
+            paths.append(rel)
+        difficulty = doc.level if doc.level is not None else 1
+        records.append(PromptRecord(doc.key, doc_prompt(doc), doc.answer, difficulty, "general", tuple(paths),
+                                    extra={"kind": doc.kind}))
+    write_prompt_set(records, out_dir / "prompts.jsonl")
+    return read_prompt_set(out_dir / "prompts.jsonl")
+
+
+def load_image(path: str, record_id: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"prompt {record_id}: cannot read image {path}: {exc}") from None
+
+
+def image_prompt(record: PromptRecord, tok, vlm) -> ImagePrompt | list[int]:
+    """The engine's prompt for a record: token ids (text-only), or ids with placeholders expanded + pixels."""
+    ids = prompt_ids(tok, record.prompt)
+    if not record.images:
+        return ids
+    processor = vlm.image_processor()
+    pixels = [processor(load_image(path, record.id)) for path in record.images]
+    counts = [vlm.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
+    try:
+        ids = expand_placeholders(ids, vlm.image_token_id, counts)
+    except DataError as exc:
+        raise DataError(f"prompt {record.id}: {exc}") from None
+    return ImagePrompt(ids, [p.to(torch.float32) for p in pixels], expanded=True)
+
+
+def image_tokens(record: PromptRecord, vlm) -> int:
+    """Placeholder tokens of a record's images once expanded (reads only the image headers)."""
+    processor = vlm.image_processor()
+    total = 0
+    for path in record.images:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"prompt {record.id}: cannot read image {path}: {exc}") from None
+        total += vlm.tokens_per_image(*processor.size_for(height, width))
+    return total

@@ -1,0 +1,29 @@
+"""A stage's model, text or vision-language: load it from an export directory, save it back.
+
+A directory with k15_vlm.json is a VLM (k15.models.vlm.save_vlm); anything else is a transformers
+causal LM (k15.models.decoder). Stages that work on either (RL, eval) go through these two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from k15.config import ModelConfig
+from k15.models.decoder import export, load_model_and_tokenizer
+from k15.models.vlm import VisionLanguageModel, is_vlm_dir, load_vlm, save_vlm
+
+
+def load_policy(cfg: ModelConfig, source: str | Path | None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    source = source or cfg.init_from
+    if source is not None and is_vlm_dir(source):
+        return load_vlm(source, cfg.attn_implementation)
+    return load_model_and_tokenizer(cfg, source)
+
+
+def export_policy(model: nn.Module, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    if isinstance(model, VisionLanguageModel):
+        return save_vlm(model, tok, path)
+    return export(model, tok, path)
