@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from collections import Counter
 import sys
 import time
 
@@ -51,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--context", type=int, default=128, help="max_position_embeddings and engine max_seq_len")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-token", default=None,
+                   help="an id, or 'auto' (the id found in most rows of a greedy pass): rows then finish at "
+                        "different steps, as in RL; ours drops finished rows from the batch, HF keeps them")
     p.add_argument("--passive-omp", action="store_true", help="run with OMP_WAIT_POLICY=PASSIVE (see above)")
     return p.parse_args()
 
@@ -109,9 +113,20 @@ def main() -> None:
     engine = RolloutEngine(model, max_batch_size=args.batch, max_seq_len=args.context)
     print(f"engine weight load: {engine.load_weights(model) * 1e3:.2f} ms", flush=True)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
+    stop = None
+    if args.stop_token is not None:
+        if args.stop_token == "auto":
+            free = engine.generate(prompts.tolist(), params).tokens
+            stop = Counter(t for row in free for t in set(row)).most_common(1)[0][0]
+        else:
+            stop = int(args.stop_token)
+        params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0, stop_token_ids=(stop,))
 
     def run_ours() -> list[list[int]]:
         return engine.generate(prompts.tolist(), params).tokens
+
+    def cut(row: list[int]) -> list[int]:  # HF pads a finished row; keep up to its stop token, like ours
+        return row[: row.index(stop) + 1] if stop is not None and stop in row else row
 
     def run_hf() -> list[list[int]]:
         with torch.no_grad():
@@ -121,8 +136,14 @@ def main() -> None:
                 do_sample=False,
                 max_new_tokens=args.new_tokens,
                 pad_token_id=0,
+                eos_token_id=stop,
             )
-        return out[:, args.prompt_len :].tolist()
+        return [cut(row) for row in out[:, args.prompt_len :].tolist()]
+
+    if stop is not None:
+        n_tokens = sum(len(t) for t in run_ours())
+        print(f"stop token {stop}: {n_tokens} tokens in all, {n_tokens / args.batch:.1f} per row "
+              f"(of at most {args.new_tokens})", flush=True)
 
     rates: dict[str, list[float]] = {"ours": [], "hf": []}
     outputs: dict[str, list[list[int]]] = {}
@@ -137,7 +158,7 @@ def main() -> None:
                 rates[name].append(n_tokens / seconds)
             tag = "warm-up" if rep == 0 else f"rep {rep}/{args.repeats}"
             print(f"  {tag:>9} {name:>4}: {seconds * 1e3:8.1f} ms  {n_tokens / seconds:9.0f} tok/s", flush=True)
-        assert all(len(t) == args.new_tokens for t in outputs["hf"]), "HF stopped early"
+        assert stop is not None or all(len(t) == args.new_tokens for t in outputs["hf"]), "HF stopped early"
 
     same = outputs["ours"] == outputs["hf"]
     print(f"greedy outputs identical: {same}")

@@ -16,6 +16,9 @@ def config() -> ExperimentConfig:
     # decoder's next-token loss on image documents.
     cfg.vision_tower.weights = {"synthetic": 0.6, "ocr": 0.4}
     cfg.vision_tower.ocr_weight = 1.0
+    # Reading both text strips and scenes (each 16-px cell as the letter of its shape) gives the
+    # decoder tokens it can count and compare, as OCR gives it digits it can add.
+    cfg.vision_tower.ocr_kinds = ["ocr", "scene"]
     cfg.vision_tower.lm_weight = 0.1  # at full weight, the unread images' next-token loss drowns the reading loss
     cfg.vision_tower.max_steps = 200
     cfg.vision_tower.optim.lr = 2e-3

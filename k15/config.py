@@ -145,6 +145,7 @@ class VLMStageConfig:
     ocr_weight: float = 0.0  # the reading loss (embedding_softmax projector only)
     lm_weight: float = 1.0  # the next-token loss on the mixture
     ocr_batch_size: int = 32
+    ocr_kinds: list[str] = field(default_factory=lambda: ["ocr"])  # reading batches: ocr strips, scene cells (take turns)
     seq_len_schedule: list[int] = field(default_factory=list)  # long context: row length per phase (e.g. 4x growth)
     full_attention_share: float = 0.0  # rows whose documents are joined into one attention span
     rope_theta: float = 0.0  # > 0: the decoder's RoPE base is set to this when the stage starts

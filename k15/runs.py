@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from k15.config import ExperimentConfig, RunConfig, to_yaml
+from k15.distributed import is_rank_zero, launch_rank
 from k15.errors import ConfigError
 
 
@@ -21,6 +22,9 @@ def new_run_dir(run: RunConfig, name: str) -> Path:
     """`run.dir` if set (it must be absent or empty), else <root>/<name>/<timestamp>, created."""
     if run.dir:
         path = Path(run.dir)
+        if launch_rank() != 0:  # another process of a multi-process run: rank 0 checks and writes the directory
+            path.mkdir(parents=True, exist_ok=True)
+            return path
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ConfigError(f"run directory {path} already exists and is not empty; choose another run.dir")
     else:
@@ -35,8 +39,13 @@ def new_run_dir(run: RunConfig, name: str) -> Path:
 
 
 def create_run_dir(cfg: ExperimentConfig) -> Path:
+    if cfg.trainer.devices * cfg.trainer.num_nodes > 1 and not cfg.run.dir:
+        # Each process makes the run directory itself, before any can talk to another: name it for them.
+        raise ConfigError("a run on several processes (trainer.devices x trainer.num_nodes > 1) needs run.dir=PATH, "
+                          "the one run directory all of them write to")
     path = new_run_dir(cfg.run, cfg.run.name)
-    write_text_atomic(path / "config.yaml", to_yaml(cfg))
+    if is_rank_zero():
+        write_text_atomic(path / "config.yaml", to_yaml(cfg))
     return path
 
 
@@ -74,4 +83,6 @@ class Summary:
         self.save()
 
     def save(self) -> None:
+        if not is_rank_zero():  # every process runs the pipeline; one writes the summary
+            return
         write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")

@@ -88,7 +88,7 @@ def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_fr
     data = PretrainDataModule.for_model(vlm, tok, mixture, cfg.run.seed)
     if ckpt_path is not None:  # the stream is deterministic: skip exactly the batches already trained on
         data.resume_from(int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]))
-    ocr = ocr_batches(vlm, tok, sc.ocr_batch_size, cfg.run.seed) if sc.ocr_weight > 0 else None
+    ocr = ocr_batches(vlm, tok, sc.ocr_batch_size, cfg.run.seed, kinds=sc.ocr_kinds) if sc.ocr_weight > 0 else None
     module = VLMTrainModule(vlm, sc.optim, sc.max_steps, trainable=sc.trainable, ocr_weight=sc.ocr_weight, ocr_stream=ocr,
                             lm_weight=sc.lm_weight)
     module.source_names = mixture.names  # to log each source's realised share

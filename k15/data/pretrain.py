@@ -61,4 +61,4 @@ class TextPretrainDataModule(L.LightningDataModule):
         self.rows = PackedRows(pack_examples([(d, d) for d in docs], cfg.seq_len, self.tok.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
-        return resumable_loader(self.rows, self.cfg.batch_size, self.seed, self.trainer)
+        return resumable_loader(self.rows, self.cfg.batch_size, self.seed, self.trainer, shard=True)

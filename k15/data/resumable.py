@@ -11,12 +11,20 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from k15.errors import ConfigError
+
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of indices, reshuffled per epoch (`set_epoch`, which Lightning calls)."""
+    """Shuffled batches of indices, reshuffled per epoch (`set_epoch`, which Lightning calls).
 
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
+    On N processes (`world` > 1) a batch is the global batch: rank r gets its every N-th index from
+    position r, so the ranks together read exactly the batches of a 1-process run.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
+                 rank: int = 0, world: int = 1):
         self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
         self.drop_last = drop_last and size >= batch_size
         self.epoch = 0
         self.skip = 0  # batches of the current epoch already trained on before a resume
@@ -33,7 +41,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
         skip, self.skip = self.skip, 0  # only the epoch that was interrupted is cut short
-        return iter(batches[skip:])
+        return iter(b[self.rank :: self.world] for b in batches[skip:])
 
     def __len__(self) -> int:
         return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
@@ -71,7 +79,12 @@ class ResumableLoader(DataLoader):
 
 
 def resumable_loader(dataset, batch_size: int, seed: int, trainer, shuffle: bool = True, drop_last: bool = True,
-                     collate_fn=None) -> ResumableLoader:
-    sampler = EpochBatchSampler(len(dataset), batch_size, seed, shuffle=shuffle, drop_last=drop_last)
+                     collate_fn=None, shard: bool = False) -> ResumableLoader:
+    """`shard`: on N processes each rank reads its share of every batch (pretraining, SFT); without it
+    every rank reads every batch (RL's loader of iteration numbers)."""
+    rank, world = (trainer.global_rank, trainer.world_size) if shard and trainer is not None else (0, 1)
+    if batch_size < world:
+        raise ConfigError(f"a batch of {batch_size} cannot be split across {world} processes; raise the stage's batch_size")
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world=world)
     sampler.skip = batches_done_in_epoch(trainer)
     return ResumableLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)

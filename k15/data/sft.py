@@ -87,4 +87,4 @@ class SFTDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         pad_id, row_len = self.tok.pad_token_id, self.max_len
         collate = lambda batch: pack_examples(batch, row_len, pad_id)  # noqa: E731
-        return resumable_loader(self.examples, self.cfg.batch_size, self.seed, self.trainer, collate_fn=collate)
+        return resumable_loader(self.examples, self.cfg.batch_size, self.seed, self.trainer, collate_fn=collate, shard=True)

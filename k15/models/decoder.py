@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from k15.config import ModelConfig
+from k15.distributed import barrier, full_weights, is_rank_zero
 from k15.errors import CheckpointError
 from k15.tokenizer import load_tokenizer, stop_token_ids
 
@@ -81,11 +82,15 @@ def load_model_and_tokenizer(
 
 
 def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
-    """Save model + tokenizer in Hugging Face format (safetensors)."""
+    """Save model + tokenizer in Hugging Face format (safetensors). On N processes every rank calls
+    this (gathering FSDP2 shards is a collective) and rank 0 alone writes the full weights."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
+    weights = full_weights(model)  # `model` itself unless it is sharded
+    if is_rank_zero():
+        path.mkdir(parents=True, exist_ok=True)
+        weights.save_pretrained(str(path))
+        tok.save_pretrained(str(path))
+    barrier()  # no rank goes on (e.g. to load the export) before it is written
     return path
 
 

@@ -16,6 +16,7 @@ from k15.long2short.pairs import Pair
 from k15.modules.lm import warmup_cosine
 from k15.rl.batch import token_logprobs
 from k15.config import OptimConfig
+from k15.distributed import configure_fsdp2
 
 
 def pair_tensors(pairs: list[Pair], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,6 +69,9 @@ class DPOModule(L.LightningModule):
         self.log_dict({f"dpo/{k}": v for k, v in stats.items() if k != "loss"})
         self.log("dpo/chosen_len", float(sum(len(p.chosen) for p in pairs)) / len(pairs))
         return loss
+
+    def configure_model(self) -> None:
+        configure_fsdp2(self, self.model)  # FSDP2 under trainer.strategy=fsdp2; nothing otherwise
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.optim.lr, betas=(self.optim.beta1, self.optim.beta2),

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from k15.config import OptimConfig
 from k15.data.packing import model_inputs
+from k15.distributed import configure_fsdp2, full_weights
 from k15.eval.evaluate import sample_responses
 from k15.guards import NonFiniteGuard
 from k15.callbacks.throughput import ThroughputLogger
@@ -63,6 +64,9 @@ class CausalLMModule(L.LightningModule):
     def configure_callbacks(self):
         return [ThroughputLogger()]
 
+    def configure_model(self) -> None:
+        configure_fsdp2(self, self.model)  # FSDP2 under trainer.strategy=fsdp2; nothing otherwise
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         step = self.global_step
         if self.sample_every_n_steps and self.sample_prompts and step % self.sample_every_n_steps == 0:
@@ -81,7 +85,8 @@ class CausalLMModule(L.LightningModule):
         self.model.eval()
         prompts = [prompt_ids(self.tok, p) for p in self.sample_prompts]
         room = self.model.config.max_position_embeddings - max(len(p) for p in prompts)
-        responses = sample_responses(self.model, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0)
+        weights = full_weights(self.model)  # FSDP2: gathered on every rank (a collective); generating is local
+        responses = sample_responses(weights, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0)
         lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)

@@ -32,6 +32,11 @@ from k15.callbacks.length_penalty import LengthPenaltySchedule
 from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RewardConfig, RLConfig
 from k15.data.prompts import PromptRecord
+from k15.distributed import (
+    ShardedEngine, all_reduce_sum, configure_fsdp2, full_weights, loss_denominator, owned_rows, rank, reshard,
+    shard_weight, world_size,
+)
+from k15.errors import DataError
 from k15.guards import NonFiniteGuard
 from k15.perf import memory_metrics
 from k15.rewards.registry import RewardRegistry, verifier_name
@@ -41,7 +46,10 @@ from k15.rl.length_penalty import length_reward, length_stats
 from k15.rl.losses import rl_loss, sequence_logprob
 from k15.rl.sampler import make_sampler
 from k15.rollout.buffer import Group
+from k15.data.vision_prompts import image_prompt
+from k15.models.vlm import VisionLanguageModel
 from k15.rollout.engine import RolloutEngine, SamplingParams
+from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
 from k15.rollout.partial import PartialRollouts
 from k15.rollout.repeat import RepeatRule
 from k15.tokenizer import prompt_ids, stop_token_ids
@@ -73,7 +81,10 @@ class RLModule(L.LightningModule):
         self.generator = torch.Generator().manual_seed(seed)  # rollouts and minibatch order
         self.iteration = 0
         self.length_penalty_weight = 0.0  # set before each iteration by LengthPenaltySchedule
-        self._prompt_tokens: dict[int, list[int]] = {}
+        self._prompt_tokens: dict[int, list[int]] = {}  # token ids; image prompts: expanded placeholders
+        self.vision = isinstance(model, VisionLanguageModel)  # image prompts need a VLM policy
+        if not self.vision and any(p.images for p in prompts):
+            raise DataError(f"prompt {next(p.id for p in prompts if p.images)} has images, but the policy is a text model")
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
         self._last_reasons: dict[str, str] = {}  # sample id -> reason, for the logged rollouts
         # The prompt's domain picks its verifier; the code sandbox starts on first use.
@@ -86,11 +97,15 @@ class RLModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------
     # Lightning plumbing
 
+    def configure_model(self) -> None:
+        configure_fsdp2(self, self.model)  # FSDP2 under trainer.strategy=fsdp2; nothing otherwise
+
     def configure_optimizers(self):
         return None  # the optimizer is ours: re-created every iteration when rl.reset_optimizer
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
+        reshard(self.model)  # FSDP2: the optimizer must hold the sharded parameters
         return torch.optim.AdamW(
             self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay
         )
@@ -108,7 +123,8 @@ class RLModule(L.LightningModule):
         # A continued trajectory's prompt holds its earlier segments; left-padding aligns all rows
         # at the longest prompt, so the cache needs up to one budget more than max_seq_len.
         seq = self.max_seq_len + self.rollouts.budget
-        self.engine = RolloutEngine(self.model, max_batch_size=batch, max_seq_len=seq)
+        engine = VisionRolloutEngine if self.vision else RolloutEngine
+        self.engine = engine(full_weights(self.model), max_batch_size=batch, max_seq_len=seq)
         self.registry.check(self.prompts)  # an unknown verifier or unusable tests fail now, naming the prompt
 
     def on_fit_end(self) -> None:
@@ -144,11 +160,12 @@ class RLModule(L.LightningModule):
         c = self.cfg
         metrics: dict[str, float] = {}
         started = time.perf_counter()
-        metrics["perf/weight_sync_s"] = self.engine.load_weights(self.model)
+        self.engine.load_weights(full_weights(self.model))  # under FSDP2 the shards are gathered first
+        metrics["perf/weight_sync_s"] = time.perf_counter() - started
 
         t = time.perf_counter()
         done = self.rollouts.run(
-            self.iteration, self.engine, lambda n: self.sampler.draw(n, self.iteration),
+            self.iteration, self.rollout_engine(), lambda n: self.sampler.draw(n, self.iteration),
             self.prompt_tokens, self.sampling_params(), self.generator,
         )
         metrics["perf/rollout_s"] = time.perf_counter() - t
@@ -179,9 +196,19 @@ class RLModule(L.LightningModule):
         self.log_iteration(metrics, rollout, rewards)
         return None
 
-    def prompt_tokens(self, index: int) -> list[int]:
+    def rollout_engine(self) -> RolloutEngine | ShardedEngine:
+        """On N processes each rank generates its block of rows and all see every row (k15.distributed)."""
+        return self.engine if world_size() == 1 else ShardedEngine(self.engine, world_size(), rank())
+
+    def prompt_tokens(self, index: int) -> list[int] | ImagePrompt:
+        """Prompt `index` for the engine: its ids, or (image prompts) an ImagePrompt whose pixels are read now."""
+        record = self.prompts[index]
+        if record.images:  # ids are kept; pixels are re-read, not held for the whole prompt set
+            prompt = image_prompt(record, self.tok, self.model)
+            self._prompt_tokens[index] = prompt.ids
+            return prompt
         if index not in self._prompt_tokens:
-            self._prompt_tokens[index] = prompt_ids(self.tok, self.prompts[index].prompt)
+            self._prompt_tokens[index] = prompt_ids(self.tok, record.prompt)
         return self._prompt_tokens[index]
 
     def sampling_params(self) -> SamplingParams:
@@ -194,8 +221,12 @@ class RLModule(L.LightningModule):
 
     def to_batch(self, groups: list[Group]) -> RolloutBatch:
         prompts = [self.prompt_tokens(g.prompt_index) for g in groups]
+        images = [p.images if isinstance(p, ImagePrompt) else [] for p in prompts]
+        ids = [p.ids if isinstance(p, ImagePrompt) else p for p in prompts]
         current_only = self.cfg.partial.loss_on == "current"
-        return RolloutBatch.from_groups(groups, self.prompts, prompts, self.iteration, current_only, self.tok.pad_token_id)
+        return RolloutBatch.from_groups(
+            groups, self.prompts, ids, self.iteration, current_only, self.tok.pad_token_id, images=images
+        )
 
     def score(self, rollout: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward and verifier correctness per sample, looked up by sample id: a bad parse can never
@@ -240,11 +271,11 @@ class RLModule(L.LightningModule):
         if not self.guard.ok(rewards, adv, step=self.iteration):  # a verifier returned NaN/inf: no update
             return {"rl/nonfinite_skipped": float(self.guard.skipped)}
         input_ids, attention, loss_mask = rollout.tensors(self.device)
-        n = input_ids.shape[0]
+        n, world = input_ids.shape[0], world_size()
         constant = float(c.max_new_tokens) if c.logp_normalization == "constant" else None
 
         def seq_logp(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            lp = token_logprobs(self.model, input_ids[rows], attention[rows])
+            lp = token_logprobs(self.model, input_ids[rows], attention[rows], rollout.images_of(rows.cpu()))
             return sequence_logprob(lp, loss_mask[rows], c.logp_normalization, constant), lp
 
         # Reference = the policy now, before any update. With one minibatch the first forward pass
@@ -253,7 +284,10 @@ class RLModule(L.LightningModule):
         ref_token_lp: torch.Tensor | None = None
         if c.minibatches > 1:
             with torch.no_grad():
-                ref, ref_token_lp = seq_logp(torch.arange(n, device=self.device))
+                mine = owned_rows(torch.arange(n, device=self.device))  # every row on one process
+                logp, token_lp = seq_logp(mine)
+                ref, ref_token_lp = logp.new_zeros(n), token_lp.new_zeros(n, token_lp.shape[1])
+                ref[mine], ref_token_lp[mine] = logp, token_lp
 
         if c.reset_optimizer or self.opt is None:
             self.opt = self.make_optimizer()
@@ -264,17 +298,26 @@ class RLModule(L.LightningModule):
         grad_norms = []
         for _ in range(c.epochs):
             order = torch.randperm(n, generator=self.generator).to(self.device)
-            for rows in order.chunk(c.minibatches):
+            for minibatch in order.chunk(c.minibatches):
+                rows = owned_rows(minibatch)  # on N processes: this rank's share, its loss weighted
+                weight = shard_weight(
+                    loss_denominator(c.loss, rewards[rows.cpu()]), loss_denominator(c.loss, rewards[minibatch.cpu()]), world
+                )
+                if len(rows) == 0:  # nothing of this minibatch is ours: join its collectives with a zero loss
+                    rows, weight = minibatch[:1], 0.0
                 logp, token_lp = seq_logp(rows)
                 if ref is None:  # first pass, no step taken yet: this *is* the reference
-                    ref, ref_token_lp = torch.empty_like(logp), torch.empty_like(token_lp)
+                    ref, ref_token_lp = logp.new_zeros(n), token_lp.new_zeros(n, token_lp.shape[1])
                     ref[rows], ref_token_lp[rows] = logp.detach(), token_lp.detach()
                 loss, parts = rl_loss(
                     c.loss, logp, logp_ref=ref[rows], adv=adv[rows.cpu()].to(self.device),
                     rewards=rewards[rows.cpu()].to(self.device), tau=c.tau,
                 )
+                if world > 1:  # the global loss decides the skip, so every rank skips together
+                    loss = loss * weight
+                    parts["loss"] = all_reduce_sum(loss) / world
                 self.opt.zero_grad(set_to_none=True)
-                if not self.guard.ok(loss, step=self.iteration):
+                if not self.guard.ok(parts["loss"] if world > 1 else loss, step=self.iteration):
                     continue  # skipped and counted; no backward through a NaN
                 self.manual_backward(loss)
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip if c.grad_clip > 0 else float("inf"))
@@ -287,7 +330,10 @@ class RLModule(L.LightningModule):
         stats["rl/kl"] = stats.get("rl/sq_term", 0.0)  # 0.5 * (logp - logp_ref)^2 after the last step
         if grad_norms:
             stats["rl/grad_norm"] = sum(grad_norms) / len(grad_norms)
-        stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp)
+        mine = owned_rows(torch.arange(n))  # on N processes: over this rank's rows
+        stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp) if world == 1 else RolloutBatch(
+            [rollout.samples[i] for i in mine.tolist()], rollout.group_ids[mine], rollout.pad_id
+        ).logprob_mismatch(ref_token_lp[mine.to(ref_token_lp.device)])
         stats["rl/adv_abs_mean"] = float(adv.abs().mean())
         stats["rl/nonfinite_skipped"] = float(self.guard.skipped)
         return stats
@@ -318,8 +364,21 @@ class RLModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if every and experiment is not None and (self.iteration % every == 0 or self.iteration == 1):
             lines = []
-            for sample, reward in list(zip(rollout.samples, rewards.tolist()))[:: max(1, len(rollout.samples) // 8)]:
+            logged = list(zip(rollout.samples, rewards.tolist()))[:: max(1, len(rollout.samples) // 8)]
+            for sample, reward in logged:
                 text = self.tok.decode(sample.tokens)
                 parts = f" {sample.segments} segments" if sample.segments > 1 else ""
                 lines.append(f"    [r={reward:g} {self._last_reasons.get(sample.id, '')}{parts}] {sample.record.prompt}{text}")
             experiment.add_text("rollouts", "\n".join(lines), self.iteration)
+            if self.vision:
+                self.log_rollout_images(experiment, logged)
+
+    def log_rollout_images(self, experiment, logged: list) -> None:
+        """The images of the logged rollouts (TensorBoard's Images tab), captioned by response and reward."""
+        cfg = self.model.tower.cfg
+        for i, (sample, reward) in enumerate(logged[:4]):
+            for j, pixels in enumerate(sample.images):
+                shown = (pixels.detach().float().cpu() * cfg.pixel_std + cfg.pixel_mean).clamp(0, 1)
+                experiment.add_image(f"rollouts/sample{i}_image{j}", shown, self.iteration)
+            if sample.images:
+                experiment.add_text(f"rollouts/sample{i}", f"r={reward:g}: {self.tok.decode(sample.tokens)}", self.iteration)

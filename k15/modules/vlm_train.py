@@ -45,6 +45,8 @@ from k15.callbacks.throughput import ThroughputLogger
 from k15.modules.lm import warmup_cosine
 from k15.synthetic.images import STRIP_CELLS, vision_docs
 
+SCENE_CELLS = 9  # a 48x48 scene: a 3x3 grid of 16-px cells, one image token each with 16-px patches
+
 # ------------------------------------------------------------------------------------------------
 # OCR data and loss
 
@@ -88,11 +90,21 @@ def ocr_batch(pairs: Iterable[tuple[Image.Image | torch.Tensor, str]], vlm: nn.M
 
 
 def ocr_batches(vlm: nn.Module, tok: PreTrainedTokenizerBase, batch_size: int, seed: int = 0,
-                cells: int = STRIP_CELLS) -> Iterator[dict]:
-    """Endless OCR batches of the synthetic world's training split (random strings as strips)."""
+                cells: int = STRIP_CELLS, kinds: Sequence[str] = ("ocr",)) -> Iterator[dict]:
+    """Endless reading batches of the synthetic world's training split, the kinds taking turns:
+    "ocr" (random strings as strips of `cells` cells) and "scene" (shapes; each cell reads as its letter)."""
+    unknown = sorted(set(kinds) - {"ocr", "scene"})
+    if unknown or not kinds:
+        raise ConfigError(f"reading kinds must be some of ocr, scene; got {list(kinds)}")
     for epoch in itertools.count():
-        docs = vision_docs("ocr", batch_size, split="train", seed=seed * 1_000_003 + epoch, cells=cells)
-        yield ocr_batch(((d.segments[0], d.answer) for d in docs), vlm, tok, cells)
+        kind = kinds[epoch % len(kinds)]
+        step_seed = seed * 1_000_003 + epoch
+        if kind == "ocr":
+            docs = vision_docs("ocr", batch_size, split="train", seed=step_seed, cells=cells)
+            yield ocr_batch(((d.segments[0], d.answer) for d in docs), vlm, tok, cells)
+        else:
+            docs = vision_docs("scene", batch_size, split="train", seed=step_seed)
+            yield ocr_batch(((d.segments[0], d.answer) for d in docs), vlm, tok, SCENE_CELLS)
 
 
 def ocr_loss(vlm: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

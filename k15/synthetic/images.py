@@ -11,6 +11,7 @@ RL read the prompt and score the response against `answer` where there is one.
     chart        a 48x64 bar chart: "which bar is tallest? " -> "<answer>red</answer>" (level 1)
                  | "how tall is the blue bar? " -> "<answer>4</answer>" (level 2)
     ocr          a random string rendered as an image -> the string
+    scene        a scene of shapes -> its cells read as letters ("cs t  c  "), for the tower's reading loss
     caption      a 48x48 scene -> "a red circle and a blue square."
     interleaved  text with several images between its sentences (no response)
 
@@ -102,8 +103,12 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, 
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def draw_scene(objects: list[tuple[str, str]], rng: random.Random, size: tuple[int, int] = (48, 48)) -> Image.Image:
-    """Shapes (shape, colour) in distinct cells of a 16-px grid over a `size` (height, width) canvas."""
+def draw_scene(objects: list[tuple[str, str]], rng: random.Random, size: tuple[int, int] = (48, 48),
+               layout: dict | None = None) -> Image.Image:
+    """Shapes (shape, colour) in distinct cells of a 16-px grid over a `size` (height, width) canvas.
+
+    `layout`, when given, receives {(row, col): shape} of the cells used (for the scene-reading loss).
+    """
     h, w = size
     cells = [(r, c) for r in range(h // CELL) for c in range(w // CELL)]
     if len(objects) > len(cells):
@@ -115,7 +120,19 @@ def draw_scene(objects: list[tuple[str, str]], rng: random.Random, size: tuple[i
         x0 = c * CELL + rng.randint(1, CELL - side - 1)
         y0 = r * CELL + rng.randint(1, CELL - side - 1)
         draw_shape(draw, shape, (x0, y0, x0 + side, y0 + side), COLORS[color])
+        if layout is not None:
+            layout[(r, c)] = shape
     return image
+
+
+SCENE_LETTERS = {"circle": "c", "square": "s", "triangle": "t"}  # what a scene cell "reads" as; empty: " "
+
+
+def scene_text(layout: dict, size: tuple[int, int] = (48, 48)) -> str:
+    """A scene's cells in reading order as letters (c / s / t, blank for an empty cell): one per image token."""
+    h, w = size
+    return "".join(SCENE_LETTERS[layout[(r, c)]] if (r, c) in layout else " "
+                   for r in range(h // CELL) for c in range(w // CELL))
 
 
 def draw_bars(values: list[int], colors: list[str], height: int = 48, unit: int = 8) -> Image.Image:
@@ -241,6 +258,23 @@ def ocr_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: floa
     yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"ocr/{seed}"))
 
 
+def scene_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: float = 0.1) -> Iterator[VisionDoc]:
+    """A 48x48 scene of 1-9 shapes; the response reads its cells (scene_text), like OCR reads a strip."""
+    counter = iter(range(10**9))
+
+    def make(rng: random.Random) -> tuple[str, VisionDoc]:
+        objects = [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(rng.randint(1, 9))]
+        scene_seed = rng.random()
+        layout: dict = {}
+        image = draw_scene(objects, random.Random(scene_seed), layout=layout)
+        text = scene_text(layout)
+        doc = VisionDoc(f"scene-{split}-{seed}-{next(counter):07d}", "scene", [image], text, answer=text,
+                        level=len(objects))
+        return f"scene/{objects}/{scene_seed}", doc
+
+    yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"scene/{seed}"))
+
+
 def _describe(objects: list[tuple[str, str]]) -> str:
     return " and ".join(f"a {color} {shape}" for shape, color in objects) + "."
 
@@ -292,6 +326,7 @@ GENERATORS: dict[str, Callable[..., Iterator[VisionDoc]]] = {
     "compare": compare_docs,
     "chart": chart_docs,
     "ocr": ocr_docs,
+    "scene": scene_docs,
     "caption": caption_docs,
     "interleaved": interleaved_docs,
 }

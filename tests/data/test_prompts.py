@@ -26,7 +26,8 @@ def test_user_rows_with_optional_fields_load(tmp_path):
     row = {**GOOD, "images": ["img/1.png"], "tests": [{"input": "1", "output": "2"}], "pass_rate": 0.3, "source": "mine"}
     write_rows(tmp_path / "p.jsonl", [row])
     (record,) = read_prompt_set(tmp_path / "p.jsonl")
-    assert record.images == ("img/1.png",) and record.pass_rate == 0.3 and record.extra == {"source": "mine"}
+    # image paths are relative to the prompt file
+    assert record.images == (str(tmp_path / "img/1.png"),) and record.pass_rate == 0.3 and record.extra == {"source": "mine"}
 
 
 @pytest.mark.parametrize(

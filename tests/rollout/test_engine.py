@@ -137,6 +137,20 @@ def test_greedy_matches_hf_generate(kind: str) -> None:
         assert compactions, "expected some chunk to drop finished rows"
 
 
+@pytest.mark.parametrize("compact_below", [0.0, 0.5, 1.0])
+def test_when_rows_are_compacted_never_changes_greedy_output(compact_below: float) -> None:
+    """compact_below is a speed knob (benchmarks/rollout_variants.py): never, at half, at every finish."""
+    model = make_model("llama")
+    free = [hf_greedy(model, p, 20) for p in PROMPTS]
+    params = SamplingParams(max_new_tokens=20, temperature=0.0, stop_token_ids=(pick_stop_token(free),))
+    expected = RolloutEngine(model, max_batch_size=len(PROMPTS), max_seq_len=40).generate(PROMPTS, params)
+    engine = RolloutEngine(model, max_batch_size=len(PROMPTS), max_seq_len=40)
+    engine.compact_below = compact_below
+    out = engine.generate(PROMPTS, params)
+    assert out.tokens == expected.tokens and out.finish_reasons == expected.finish_reasons
+    assert torch.allclose(torch.tensor(sum(out.logprobs, [])), torch.tensor(sum(expected.logprobs, [])), atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2_tied"])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
 def test_logprobs_match_full_forward(kind: str, temperature: float, top_p: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,20 @@ def test_text_is_right_aligned_one_character_per_cell():
         render_text("12345678", cells=6)
     narrow = render_text("42", cells=14, cell_width=8)  # calibration's 8-px cells, 16x112
     assert narrow.size == (112, 16)
+
+
+def test_scene_text_reads_each_cell_as_its_shape():
+    from k15.synthetic.images import SCENE_LETTERS, draw_scene, scene_text
+
+    layout: dict = {}
+    objects = [("circle", "red"), ("triangle", "blue"), ("square", "green")]
+    image = draw_scene(objects, random.Random(4), layout=layout)
+    text = scene_text(layout)
+    assert len(text) == 9 and sorted(text.replace(" ", "")) == sorted(SCENE_LETTERS[s] for s, _ in objects)
+    pixels = image.load()
+    for i, letter in enumerate(text):  # a cell reads blank exactly when no shape was drawn in it
+        r, c = divmod(i, 3)
+        inked = any(pixels[x, y] != (255, 255, 255) for x in range(c * 16, c * 16 + 16) for y in range(r * 16, r * 16 + 16))
+        assert inked == (letter != " ")
+    # the same rng draws the same picture with or without a layout to fill
+    assert draw_scene(objects, random.Random(4)).tobytes() == image.tobytes()

@@ -146,3 +146,23 @@ def test_fits_on_the_mixture_datamodule_over_shards(tok, make_vlm, tmp_path):
     assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith("decoder."))
     assert not torch.equal(before["tower.patch_embed.weight"], after["tower.patch_embed.weight"])
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_reading_batches_take_turns_between_strips_and_scenes(tok):
+    from k15.config import ModelConfig
+    from k15.models.projector import ProjectorConfig
+    from k15.models.vision import VisionConfig
+    from k15.models.vlm import build_vlm
+
+    vlm = build_vlm(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=32), tok,
+                    VisionConfig(hidden_size=32, intermediate_size=32), ProjectorConfig(kind="embedding_softmax"))
+    stream = ocr_batches(vlm, tok, batch_size=3, kinds=("ocr", "scene"))
+    strips, scenes = next(stream), next(stream)
+    assert [len(t) for t in strips["targets"]] == [14] * 3 and [len(t) for t in scenes["targets"]] == [9] * 3
+    readout = vlm.projector.readout_ids.tolist()
+    letters = {tok.convert_ids_to_tokens(readout[i]) for t in scenes["targets"] for i in t.tolist()}
+    assert letters <= {"c", "s", "t", " "} and letters - {" "}
+    loss, _ = ocr_loss(vlm, scenes)
+    assert torch.isfinite(loss)
+    with pytest.raises(ConfigError, match="reading kinds must be some of ocr, scene"):
+        next(ocr_batches(vlm, tok, 2, kinds=("scenes",)))
