@@ -68,7 +68,7 @@ def run_pipeline(
             console.print(f"{stage}: finished before, skipped")
             continue
         ckpt = run_dir / stage / "checkpoints" / "last.ckpt"
-        ckpt = ckpt if resume and ckpt.is_file() else None
+        ckpt = ckpt if resume and ckpt.exists() else None  # a file, or a folder with sharded checkpoints
         if ckpt:
             console.print(f"{stage}: resuming from {ckpt}")
         started = time.perf_counter()

@@ -69,6 +69,12 @@ def mixture_for(cfg: ExperimentConfig, stage: VLMStageConfig, shards: dict[str, 
     )
 
 
+def trained_steps(ckpt_path: Path) -> int:
+    """The optimizer steps a checkpoint has seen (a file, or a sharded folder with Lightning's meta.pt)."""
+    path = ckpt_path / "meta.pt" if ckpt_path.is_dir() else ckpt_path
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
 def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | None,
                        ckpt_path: Path | None = None) -> Path:
     from k15.pipeline import console
@@ -87,7 +93,7 @@ def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_fr
     mixture = mixture_for(cfg, sc, vision_shards(cfg, run_dir), stage)
     data = PretrainDataModule.for_model(vlm, tok, mixture, cfg.run.seed)
     if ckpt_path is not None:  # the stream is deterministic: skip exactly the batches already trained on
-        data.resume_from(int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]))
+        data.resume_from(trained_steps(ckpt_path))
     ocr = ocr_batches(vlm, tok, sc.ocr_batch_size, cfg.run.seed, kinds=sc.ocr_kinds) if sc.ocr_weight > 0 else None
     module = VLMTrainModule(vlm, sc.optim, sc.max_steps, trainable=sc.trainable, ocr_weight=sc.ocr_weight, ocr_stream=ocr,
                             lm_weight=sc.lm_weight)
