@@ -68,6 +68,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_step(model, inputs: dict, opt, device: torch.device, autocast: bool) -> tuple[float, float]:
+    """One optimizer step, synchronised on both ends: (seconds, loss)."""
+    sync(device)
+    start = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = model(**inputs).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sync(device)
+    return time.perf_counter() - start, float(loss.detach())
+
+
 def model_config(args) -> Qwen2Config:
     preset = TINY if args.cpu_dry_run else yaml.safe_load(Path(args.model).read_text())
     return Qwen2Config(
@@ -234,18 +247,10 @@ def train_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) ->
     read_gpu_peak_mb()
     for step in range(3 + args.steps):
         docs, batch = batches[step % len(batches)]
-        inputs = model_inputs(batch, attention, device)
-        sync(device)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**inputs).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
+        seconds, loss = timed_step(model, model_inputs(batch, attention, device), opt, device, autocast)
         if step >= 3:
-            times.append(time.perf_counter() - start)
-            losses.append(float(loss.detach()))
+            times.append(seconds)
+            losses.append(loss)
             tokens = args.rows * args.row_len
             flops.append(6.0 * matmul_params(model, cfg) * tokens + attention_flops(docs, cfg))
     if not all(map(lambda x: x == x and abs(x) < 1e4, losses)):
@@ -327,16 +332,9 @@ def fsdp_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) -> 
         read_gpu_peak_mb()
         losses, times = [], []
         for _ in range(args.fsdp_steps):  # the same batch each step: the loss must fall
-            sync(device)
-            start = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(**inputs).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sync(device)
-            times.append(time.perf_counter() - start)
-            losses.append(float(loss.detach()))
+            seconds, loss = timed_step(model, inputs, opt, device, autocast)
+            times.append(seconds)
+            losses.append(loss)
         ok = all(x == x for x in losses) and losses[-1] < losses[0]
         return {"losses": losses, "step_s": times, "loss_fell": ok, "gpu_peak_mb": read_gpu_peak_mb()}
     finally:
