@@ -31,6 +31,8 @@ VISION_STAGES = ("vision_tower", "vision_joint", "cooldown", "long_context")
 STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
 MODEL_STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl")  # stages that export a model
 VISION_TASKS = ("problem", "count", "compare", "chart")  # image tasks with a verifiable answer
+SYNTHETIC_SOURCES = ("text", "caption", "interleaved", "ocr", "synthetic")  # k15.synthetic.shards
+TEXT_ONLY_STAGES = ("sft", "merge", "shortest_rs", "dpo", "l2s_rl")  # they load a text model
 PRESET_GROUPS = ("model", "trainer")
 STRATEGIES = ("auto", "ddp", "fsdp", "fsdp2")  # trainer.strategy
 
@@ -497,6 +499,29 @@ def validate(cfg: ExperimentConfig) -> None:
                  f"{stage}.ocr_weight > 0 needs vlm.projector.kind=embedding_softmax (the reading loss uses its readout)")
         need(0.0 <= v.full_attention_share <= 1.0, f"{stage}.full_attention_share must be in [0, 1], got {v.full_attention_share}")
         need(v.rope_theta >= 0, f"{stage}.rope_theta must be >= 0 (0: unchanged), got {v.rope_theta}")
+    vision_run = [s for s in cfg.stages if s in VISION_STAGES]
+    if vision_run:
+        d = cfg.vlm.data
+        sources = set(d.shards) if d.shards else {n for n, k in d.synthetic.items() if k > 0}
+        unknown_sources = sorted(set(d.synthetic) - set(SYNTHETIC_SOURCES))
+        need(not unknown_sources, f"vlm.data.synthetic: unknown sources {unknown_sources} (known: {', '.join(SYNTHETIC_SOURCES)})")
+        need(d.per_shard > 0 and d.num_workers >= 0 and 0.0 <= d.max_skip_fraction <= 1.0,
+             "vlm.data: per_shard must be > 0, num_workers >= 0, max_skip_fraction in [0, 1]")
+        for stage in vision_run:
+            v = getattr(cfg, stage)
+            missing = sorted(n for n, w in v.weights.items() if w > 0 and n not in sources)
+            need(not missing, f"{stage}.weights name sources without data: {missing} (sources: {', '.join(sorted(sources))})")
+            bad_kinds = sorted(set(v.ocr_kinds) - {"ocr", "scene"})
+            need(bool(v.ocr_kinds) and not bad_kinds and v.ocr_batch_size > 0,
+                 f"{stage}: ocr_kinds must name some of ocr, scene and ocr_batch_size be > 0; got {v.ocr_kinds}, {v.ocr_batch_size}")
+            sched = v.seq_len_schedule
+            need(all(x >= 4 for x in sched) and sched == sorted(sched),
+                 f"{stage}.seq_len_schedule must be row lengths >= 4 that never shrink, got {sched}")
+        first = cfg.stages.index(vision_run[0])
+        later_text = [s for s in cfg.stages[first:] if s in TEXT_ONLY_STAGES]
+        need(not later_text, f"stages: {', '.join(later_text)} after {vision_run[0]} would get a VLM; they train text models only")
+        if "problem" in cfg.vlm.tasks or d.synthetic.get("synthetic", 0) > 0:
+            need(w.max_level <= 6, f"world.max_level={w.max_level}: image problems fit levels up to 6 (a 14-cell strip)")
     unknown_tasks = sorted(set(cfg.vlm.tasks) - set(VISION_TASKS))
     need(bool(cfg.vlm.tasks) and not unknown_tasks, f"vlm.tasks must name some of {', '.join(VISION_TASKS)}; got {cfg.vlm.tasks}")
     p = cfg.pretrain

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -141,8 +142,12 @@ def train_rl(
     if prompt_path is None and isinstance(model, VisionLanguageModel):  # the synthetic image tasks
         from k15.data.vision_prompts import write_vision_prompt_set
 
-        prompt_path = stage_dir / "vision_prompts" / "prompts.jsonl"
-        write_vision_prompt_set(prompt_path.parent, cfg.vlm.tasks, r.num_prompts, cfg.run.seed + 2, cfg.world.heldout_fraction)
+        from k15.write_once import write_once
+
+        out = stage_dir / "vision_prompts"
+        settings = {"tasks": cfg.vlm.tasks, "n": r.num_prompts, "seed": cfg.run.seed, "world": asdict(cfg.world)}
+        write_once(out, settings, lambda tmp: write_vision_prompt_set(tmp, cfg.vlm.tasks, r.num_prompts, cfg.run.seed + 2, cfg.world))
+        prompt_path = out / "prompts.jsonl"
     data = PromptDataModule(cfg.world, prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
     data.setup()
     write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
@@ -166,11 +171,17 @@ def train_rl(
 def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None) -> None:
     """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
     for record in records:
-        n = len(prompt_ids(tok, record.prompt))
-        if record.images and isinstance(model, VisionLanguageModel):
-            from k15.data.vision_prompts import image_tokens
+        ids = prompt_ids(tok, record.prompt)
+        n = len(ids)
+        if isinstance(model, VisionLanguageModel):
+            placeholders = ids.count(model.image_token_id)
+            if placeholders != len(record.images):
+                raise DataError(f"{source}: prompt '{record.id}' has {placeholders} <image> placeholders but "
+                                f"{len(record.images)} images")
+            if record.images:
+                from k15.data.vision_prompts import image_tokens
 
-            n += image_tokens(record, model) - len(record.images)
+                n += image_tokens(record, model) - len(record.images)
         if n + max_new_tokens > max_seq_len:
             raise DataError(
                 f"{source}: prompt '{record.id}' has {n} tokens; with rl.max_new_tokens={max_new_tokens} it exceeds "

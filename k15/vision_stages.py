@@ -12,7 +12,7 @@ are written once per run to RUN/data/shards (k15.synthetic.shards) and every vis
 
 from __future__ import annotations
 
-import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -22,15 +22,14 @@ from k15.config import ExperimentConfig, VLMStageConfig
 from k15.data.mixture import MixtureConfig, PretrainDataModule
 from k15.errors import ConfigError
 from k15.models.decoder import load_model_and_tokenizer, num_parameters
-from k15.models.vlm import build_vlm, is_vlm_dir, load_vlm, save_vlm
+from k15.models.policy import export_policy
+from k15.models.vlm import build_vlm, is_vlm_dir, load_vlm
 from k15.modules.vlm_train import VLMTrainModule, ocr_batches
 from k15.trainer import make_trainer, stage_logger
-
-DONE = "COMPLETE"  # written last: a directory without it is an interrupted write, redone
-
+from k15.write_once import write_once
 
 def vision_shards(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
-    """Source name -> shards: the user's (`vlm.data.shards`), else the synthetic world's, written once."""
+    """Source name -> shards: the user's (`vlm.data.shards`), else the synthetic world's, written once per run."""
     d = cfg.vlm.data
     if d.shards:
         return dict(d.shards)
@@ -38,11 +37,13 @@ def vision_shards(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
     from k15.synthetic.shards import write_sources
 
     out = run_dir / "data" / "shards"
-    if not (out / DONE).is_file():
-        shutil.rmtree(out, ignore_errors=True)
+    settings = {"synthetic": d.synthetic, "per_shard": d.per_shard, "seed": cfg.run.seed, "world": asdict(cfg.world)}
+
+    def write(tmp: Path) -> None:
         console.print(f"writing the synthetic vision-language sources to {out}")
-        write_sources(out, d.synthetic, "train", cfg.run.seed, d.per_shard, cfg.world)
-        (out / DONE).write_text("")
+        write_sources(tmp, d.synthetic, "train", cfg.run.seed, d.per_shard, cfg.world)
+
+    write_once(out, settings, write)
     return {name: str(out / name) for name, n in d.synthetic.items() if n > 0 and (out / name).is_dir()}
 
 
@@ -92,9 +93,9 @@ def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_fr
         vlm.config.max_position_embeddings = longest
     mixture = mixture_for(cfg, sc, vision_shards(cfg, run_dir), stage)
     data = PretrainDataModule.for_model(vlm, tok, mixture, cfg.run.seed)
-    if ckpt_path is not None:  # the stream is deterministic: skip exactly the batches already trained on
-        data.resume_from(trained_steps(ckpt_path))
-    ocr = ocr_batches(vlm, tok, sc.ocr_batch_size, cfg.run.seed, kinds=sc.ocr_kinds) if sc.ocr_weight > 0 else None
+    done = trained_steps(ckpt_path) if ckpt_path is not None else 0
+    data.resume_from(done)  # the streams are deterministic: skip exactly the batches already trained on
+    ocr = ocr_batches(vlm, tok, sc.ocr_batch_size, cfg.run.seed, kinds=sc.ocr_kinds, start=done) if sc.ocr_weight > 0 else None
     module = VLMTrainModule(vlm, sc.optim, sc.max_steps, trainable=sc.trainable, ocr_weight=sc.ocr_weight, ocr_stream=ocr,
                             lm_weight=sc.lm_weight)
     module.source_names = mixture.names  # to log each source's realised share
@@ -104,4 +105,4 @@ def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_fr
     stage_dir = run_dir / stage
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), sc.max_steps, sc.optim.grad_clip)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    return save_vlm(vlm, tok, stage_dir / "model")
+    return export_policy(vlm, tok, stage_dir / "model")

@@ -83,3 +83,22 @@ def test_cli_list_names_quickstart(capsys):
 def test_resolve_sets_run_name():
     (cfg,) = resolve("quickstart", []).values()
     assert isinstance(cfg, ExperimentConfig) and cfg.run.name == "quickstart"
+
+
+VISION = ["stages=[pretrain,vision_tower,vision_joint,eval]"]
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["vision_joint.weights.orc=0.1"], "vision_joint.weights name sources without data: ['orc']"),
+    (["vlm.data.synthetic.scene=10"], "vlm.data.synthetic: unknown sources ['scene']"),
+    (["vision_tower.ocr_kinds=[ocr,scenes]"], "vision_tower: ocr_kinds must name some of ocr, scene"),
+    (["stages=[pretrain,long_context]", "long_context.seq_len_schedule=[512,128]"], "long_context.seq_len_schedule must be row lengths >= 4 that never shrink"),
+    (["world.max_level=7"], "image problems fit levels up to 6"),
+    (["stages=[pretrain,vision_tower,sft]"], "stages: sft after vision_tower would get a VLM"),
+    (["vision_tower.ocr_weight=1", "vlm.projector.kind=mlp"], "needs vlm.projector.kind=embedding_softmax"),
+    (["vision_tower.trainable=[towr]"], "vision_tower.trainable must name some of tower, projector, decoder"),
+    (["vlm.tasks=[counting]"], "vlm.tasks must name some of problem, count, compare, chart"),
+])
+def test_vision_settings_that_cannot_work_are_refused_up_front(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        apply_overrides(base(), VISION + overrides)

@@ -82,7 +82,7 @@ def read_prompt_set(path: str | Path) -> list[PromptRecord]:
                 raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
             record = parse_row(row, where)
             if record.images:  # relative image paths are relative to the prompt file
-                record = replace(record, images=tuple(str(path.parent / i) for i in record.images))
+                record = replace(record, images=tuple(str(path.resolve().parent / i) for i in record.images))
             if record.id in seen:
                 raise DataError(f"{where}: field 'id' repeats '{record.id}' from line {seen[record.id]}")
             seen[record.id] = line_no

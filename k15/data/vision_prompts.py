@@ -22,7 +22,9 @@ from k15.data.prompts import PromptRecord, read_prompt_set, write_prompt_set
 from k15.errors import DataError
 from k15.models.vlm import IMAGE_TOKEN, expand_placeholders
 from k15.rollout.vision import ImagePrompt
-from k15.synthetic.images import VisionDoc, vision_docs
+from k15.config import WorldConfig
+from k15.synthetic.corpus import world_levels
+from k15.synthetic.images import VisionDoc, problem_docs, vision_docs
 from k15.tokenizer import prompt_ids
 
 
@@ -31,21 +33,24 @@ def doc_prompt(doc: VisionDoc) -> str:
     return "".join(s if isinstance(s, str) else IMAGE_TOKEN for s in doc.segments)
 
 
-def task_docs(tasks: list[str], n: int, split: str, seed: int, heldout_fraction: float) -> list[VisionDoc]:
-    """`n` documents spread evenly over `tasks` (round robin), deterministic by seed."""
+def task_docs(tasks: list[str], n: int, split: str, seed: int, world: WorldConfig) -> list[VisionDoc]:
+    """`n` documents spread evenly over `tasks` (round robin), deterministic by seed; arithmetic
+    problems of the world's levels, distinct (as the text prompt set)."""
     per_task = -(-n // len(tasks))
-    streams = [vision_docs(t, per_task, split, seed, heldout_fraction=heldout_fraction) for t in tasks]
+    hf = world.heldout_fraction
+    streams = [problem_docs(per_task, split, seed, hf, levels=world_levels(world), distinct=True) if t == "problem"
+               else vision_docs(t, per_task, split, seed, heldout_fraction=hf) for t in tasks]
     docs = [d for group in itertools.zip_longest(*streams) for d in group if d is not None]
     return docs[:n]
 
 
-def write_vision_prompt_set(out_dir: str | Path, tasks: list[str], n: int, seed: int, heldout_fraction: float = 0.1,
+def write_vision_prompt_set(out_dir: str | Path, tasks: list[str], n: int, seed: int, world: WorldConfig | None = None,
                             split: str = "train") -> list[PromptRecord]:
     """Render `n` image prompts to OUT/images/*.png and write OUT/prompts.jsonl; returns the records as read back."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    for doc in task_docs(tasks, n, split, seed, heldout_fraction):
+    for doc in task_docs(tasks, n, split, seed, world or WorldConfig()):
         paths = []
         for j, image in enumerate(doc.images):
             rel = f"images/{doc.key}-{j}.png"

@@ -94,23 +94,30 @@ def evaluate(
     responses = sample_responses(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed)
     model.train(was_training)
 
-    rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)
-    examples = []
     flat = [p for p in problems for _ in range(cfg.samples_per_problem)]
-    for i, (problem, ids) in enumerate(zip(flat, responses)):
+    return tally([(p.level, p.answer, p.prompt) for p in flat], responses, tok)
+
+
+def tally(items: list[tuple[int, str, str]], responses: list[list[int]], tok: PreTrainedTokenizerBase,
+          examples: int = 12) -> EvalResult:
+    """Per-level pass@1, tokens and long-CoT share of scored responses; items are (level, answer, shown prompt)."""
+    rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)
+    shown = []
+    every = max(1, len(items) // examples)
+    for i, ((level, answer, prompt), ids) in enumerate(zip(items, responses, strict=True)):
         text = tok.decode(ids)
-        verdict = verify(text, problem.answer)
-        rewards[problem.level].append(verdict.reward)
-        lengths[problem.level].append(len(ids))
-        longs[problem.level].append(float("<think>" in text))
-        if i % (cfg.samples_per_problem * max(1, len(problems) // 12)) == 0:
-            examples.append(f"[{verdict.reason}] {problem.prompt}{text}   (answer {problem.answer})")
+        verdict = verify(text, answer)
+        rewards[level].append(verdict.reward)
+        lengths[level].append(len(ids))
+        longs[level].append(float("<think>" in text))
+        if i % every == 0:
+            shown.append(f"[{verdict.reason}] {prompt}{text}   (answer {answer})")
     mean = lambda xs: sum(xs) / len(xs)
     levels = {
         level: LevelResult(mean(rewards[level]), mean(lengths[level]), mean(longs[level]), len(rewards[level]))
         for level in sorted(rewards)
     }
-    return EvalResult(levels, examples)
+    return EvalResult(levels, shown)
 
 
 def sample_problems_for_logging(world: WorldConfig, n: int = 6) -> list[str]:

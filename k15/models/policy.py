@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from k15.config import ModelConfig
+from k15.distributed import barrier, full_weights, is_rank_zero
 from k15.models.decoder import export, load_model_and_tokenizer
 from k15.models.vlm import VisionLanguageModel, is_vlm_dir, load_vlm, save_vlm
 
@@ -24,6 +25,11 @@ def load_policy(cfg: ModelConfig, source: str | Path | None) -> tuple[nn.Module,
 
 
 def export_policy(model: nn.Module, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
-    if isinstance(model, VisionLanguageModel):
-        return save_vlm(model, tok, path)
-    return export(model, tok, path)
+    """On N processes every rank calls this (gathering shards is collective); rank 0 alone writes."""
+    if not isinstance(model, VisionLanguageModel):
+        return export(model, tok, path)
+    weights = full_weights(model)
+    if is_rank_zero():
+        save_vlm(weights, tok, path)
+    barrier()  # no rank loads the export before it is written
+    return Path(path)

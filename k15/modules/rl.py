@@ -81,7 +81,8 @@ class RLModule(L.LightningModule):
         self.generator = torch.Generator().manual_seed(seed)  # rollouts and minibatch order
         self.iteration = 0
         self.length_penalty_weight = 0.0  # set before each iteration by LengthPenaltySchedule
-        self._prompt_tokens: dict[int, list[int]] = {}  # token ids; image prompts: expanded placeholders
+        self._prompt_tokens: dict[int, list[int]] = {}  # token ids of text prompts
+        self._image_prompts: dict[int, ImagePrompt] = {}  # this iteration's image prompts, pixels read
         self.vision = isinstance(model, VisionLanguageModel)  # image prompts need a VLM policy
         if not self.vision and any(p.images for p in prompts):
             raise DataError(f"prompt {next(p.id for p in prompts if p.images)} has images, but the policy is a text model")
@@ -160,6 +161,7 @@ class RLModule(L.LightningModule):
         c = self.cfg
         metrics: dict[str, float] = {}
         started = time.perf_counter()
+        self._image_prompts.clear()
         self.engine.load_weights(full_weights(self.model))  # under FSDP2 the shards are gathered first
         metrics["perf/weight_sync_s"] = time.perf_counter() - started
 
@@ -203,10 +205,10 @@ class RLModule(L.LightningModule):
     def prompt_tokens(self, index: int) -> list[int] | ImagePrompt:
         """Prompt `index` for the engine: its ids, or (image prompts) an ImagePrompt whose pixels are read now."""
         record = self.prompts[index]
-        if record.images:  # ids are kept; pixels are re-read, not held for the whole prompt set
-            prompt = image_prompt(record, self.tok, self.model)
-            self._prompt_tokens[index] = prompt.ids
-            return prompt
+        if record.images:  # read once per iteration (the k samples share it), not held for the whole set
+            if index not in self._image_prompts:
+                self._image_prompts[index] = image_prompt(record, self.tok, self.model)
+            return self._image_prompts[index]
         if index not in self._prompt_tokens:
             self._prompt_tokens[index] = prompt_ids(self.tok, record.prompt)
         return self._prompt_tokens[index]

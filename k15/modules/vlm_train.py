@@ -15,7 +15,7 @@ embedding_softmax projector, every image token of a text strip is classified as 
 its cell (`readout_logits`, cross-entropy over the readout tokens). It needs images with one token
 per character cell and their texts, which the mixture batches do not carry, so it comes from its own
 stream of OCR batches (`ocr_batches`, synthetic strips), one per training step, weighted by
-`ocr_weight`. That stream is not part of a checkpoint: a resumed run draws fresh OCR batches.
+`ocr_weight`. Its batch i depends only on the seed and i, so a resumed stage continues it (`start`).
 `lm_weight` scales the next-token loss: a tower that cannot read yet gets large, noisy gradients
 through the frozen decoder, which drown the reading loss under gradient clipping, so the
 tower-only stage of the vision quickstart keeps it small.
@@ -90,13 +90,14 @@ def ocr_batch(pairs: Iterable[tuple[Image.Image | torch.Tensor, str]], vlm: nn.M
 
 
 def ocr_batches(vlm: nn.Module, tok: PreTrainedTokenizerBase, batch_size: int, seed: int = 0,
-                cells: int = STRIP_CELLS, kinds: Sequence[str] = ("ocr",)) -> Iterator[dict]:
+                cells: int = STRIP_CELLS, kinds: Sequence[str] = ("ocr",), start: int = 0) -> Iterator[dict]:
     """Endless reading batches of the synthetic world's training split, the kinds taking turns:
-    "ocr" (random strings as strips of `cells` cells) and "scene" (shapes; each cell reads as its letter)."""
+    "ocr" (random strings as strips of `cells` cells) and "scene" (shapes; each cell reads as its letter).
+    Batch i is a pure function of (seed, i): `start` resumes the stream where a run left it."""
     unknown = sorted(set(kinds) - {"ocr", "scene"})
     if unknown or not kinds:
         raise ConfigError(f"reading kinds must be some of ocr, scene; got {list(kinds)}")
-    for epoch in itertools.count():
+    for epoch in itertools.count(start):
         kind = kinds[epoch % len(kinds)]
         step_seed = seed * 1_000_003 + epoch
         if kind == "ocr":

@@ -149,15 +149,22 @@ class VisionRolloutEngine(RolloutEngine):
         if not pixels:
             return rows
         device = self.vlm.get_input_embeddings().weight.device
-        pixels = [p.to(device) for p in pixels]
+        original, pixels = pixels, [p.to(device) for p in pixels]
         if isinstance(self.vlm, HFVisionLanguageModel):
             for i, row in enumerate(rows):
                 mine = [p for p, o in zip(pixels, owners) if o == i]
                 if mine:
                     row.features = self._hf_features(row, mine)
             return rows
-        with torch.no_grad():  # our tower: every image of every prompt at once, grouped by size
-            features = self.vlm.encode_images(pixels)
+        slot: dict[int, int] = {}  # the k samples of a prompt share its pixel tensors: encode each once
+        distinct = []
+        for p in original:
+            if id(p) not in slot:
+                slot[id(p)] = len(distinct)
+                distinct.append(p.to(device))
+        with torch.no_grad():  # our tower: every distinct image of every prompt at once, grouped by size
+            encoded = self.vlm.encode_images(distinct)
+        features = [encoded[slot[id(p)]] for p in original]
         for i, row in enumerate(rows):
             mine = [f for f, o in zip(features, owners) if o == i]
             if mine:

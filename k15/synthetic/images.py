@@ -34,11 +34,13 @@ from typing import Callable, Iterator
 
 from PIL import Image, ImageDraw, ImageFont
 
+from k15.errors import DataError
 from k15.synthetic.arithmetic import is_heldout, sample_problems
 from k15.synthetic.traces import answer_block, make_trace, text_of
 
 CELL = 16  # px: one character cell / one object cell
 STRIP_CELLS = 14  # a 16x224 strip holds the longest level-6 problem, "7-2+4-1+3-2+1="
+MAX_IMAGE_LEVEL = 6  # problems with more operations do not fit the default strip
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30),
           "purple": (150, 60, 190), "black": (20, 20, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -172,10 +174,13 @@ def problem_image(prompt: str, cells: int = STRIP_CELLS, cell: int = CELL) -> Im
 
 def problem_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: float = 0.1,
                  levels: range = range(1, 7), long_fraction: float = 0.5, cells: int = STRIP_CELLS,
-                 cell: int = CELL) -> Iterator[VisionDoc]:
+                 cell: int = CELL, distinct: bool = False) -> Iterator[VisionDoc]:
     """Text-rendered problems: the image shows the prompt; the response is a short or long trace."""
+    if levels and max(levels) > MAX_IMAGE_LEVEL:
+        raise DataError(f"image problems fit levels up to {MAX_IMAGE_LEVEL} (a {cells}-cell strip); world.max_level asks "
+                        f"for level {max(levels)}")
     rng = random.Random(f"problem/{split}/{seed}")
-    for i, p in enumerate(sample_problems(n, split, levels, heldout_fraction, seed)):
+    for i, p in enumerate(sample_problems(n, split, levels, heldout_fraction, seed, distinct=distinct)):
         style = "long" if rng.random() < long_fraction else "short"
         yield VisionDoc(f"problem-{split}-{seed}-{i:07d}", "problem", [problem_image(p.prompt, cells, cell)],
                         text_of(make_trace(p, style, rng)), answer=p.answer, level=p.level,
@@ -192,7 +197,7 @@ def count_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: fl
         count = sum(1 for s, _ in objects if s == target)
         scene_seed = rng.random()
         image = draw_scene(objects, random.Random(scene_seed))
-        canonical = f"count/{target}/{objects}/{scene_seed}"
+        canonical = f"count/{target}/{sorted(objects)}"  # the question and what is shown, not where: a held-out scene is new
         doc = VisionDoc(f"count-{split}-{seed}-{next(counter):07d}", "count", [image, f"how many {target}s? "],
                         answer_block(str(count)), answer=str(count), level=len(objects))
         return canonical, doc
@@ -215,7 +220,7 @@ def compare_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: 
         answer = f"{a}s" if na > nb else f"{b}s"
         doc = VisionDoc(f"compare-{split}-{seed}-{next(counter):07d}", "compare", [image, f"more {a}s or {b}s? "],
                         answer_block(answer), answer=answer, level=na + nb)
-        return f"compare/{a}/{b}/{objects}/{scene_seed}", doc
+        return f"compare/{a}/{b}/{sorted(objects)}", doc
 
     yield from _split_stream(make, n, split, heldout_fraction, random.Random(f"compare/{seed}"))
 

@@ -22,21 +22,22 @@ from typing import Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from k15.config import WorldConfig
+from k15.config import SYNTHETIC_SOURCES, WorldConfig
 from k15.data.shards import write_shards, write_text_shards
-from k15.synthetic.corpus import pretrain_documents
+from k15.synthetic.corpus import pretrain_documents, world_levels
 from k15.synthetic.images import VisionDoc, vision_docs
 
 SYNTHETIC_MIX = {"problem": 0.5, "count": 0.2, "compare": 0.15, "chart": 0.15}
-SOURCES = ("text", "caption", "interleaved", "ocr", "synthetic")
+SOURCES = SYNTHETIC_SOURCES
 TEXT_MIX = {"raw": 0.3, "short": 0.2, "long": 0.5}
 
 
-def synthetic_docs(n: int, split: str, seed: int, heldout_fraction: float) -> Iterator[VisionDoc]:
-    """`n` documents mixing the SYNTHETIC_MIX kinds in a seeded random order."""
+def synthetic_docs(n: int, split: str, seed: int, heldout_fraction: float, levels: range = range(1, 7)) -> Iterator[VisionDoc]:
+    """`n` documents mixing the SYNTHETIC_MIX kinds in a seeded random order (problems of `levels`)."""
     counts = {k: int(n * w) for k, w in SYNTHETIC_MIX.items()}
     counts["problem"] += n - sum(counts.values())
-    streams = {k: vision_docs(k, c, split, seed, heldout_fraction=heldout_fraction) for k, c in counts.items()}
+    streams = {k: vision_docs(k, c, split, seed, heldout_fraction=heldout_fraction, **({"levels": levels} if k == "problem" else {}))
+               for k, c in counts.items()}
     left = dict(counts)
     rng = random.Random(f"synthetic/{split}/{seed}")
     while any(left.values()):
@@ -51,7 +52,7 @@ def source_documents(source: str, n: int, split: str, seed: int, world: WorldCon
         texts = pretrain_documents(world, n, TEXT_MIX, seed)
         return ((f"text-{seed}-{i:07d}", t) for i, t in enumerate(texts))
     if source == "synthetic":
-        return synthetic_docs(n, split, seed, world.heldout_fraction)
+        return synthetic_docs(n, split, seed, world.heldout_fraction, world_levels(world))
     if source not in SOURCES:
         raise ValueError(f"unknown synthetic source {source!r} (known: {', '.join(SOURCES)})")
     return vision_docs(source, n, split, seed, heldout_fraction=world.heldout_fraction)

@@ -10,6 +10,9 @@ import pytest
 from experiments.run import main
 from k15.config import ModelConfig
 from k15.models.decoder import build_decoder, export
+from k15.models.projector import ProjectorConfig
+from k15.models.vision import VisionConfig
+from k15.models.vlm import build_vlm, save_vlm
 from k15.tokenizer import build_synthetic_tokenizer
 from tests.tiny import TINY, VISION_SMOKE
 
@@ -43,6 +46,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     text = build_decoder(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16,
                                      max_seq_len=64), tok)
     export(text, tok, root / "text_model")
+    vlm = build_vlm(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16,
+                                max_seq_len=64), tok, VisionConfig(hidden_size=16, intermediate_size=16),
+                    ProjectorConfig(kind="embedding_softmax"))
+    save_vlm(vlm, tok, root / "vlm_model")
+    image_row = {**good, "prompt": "<image>", "images": ["missing.png"]}
+    (root / "missing_image.jsonl").write_text(json.dumps(image_row) + "\n")
+    (root / "two_placeholders.jsonl").write_text(json.dumps({**image_row, "prompt": "<image><image>"}) + "\n")
     (root / "bad_shards").mkdir()
     (root / "bad_shards" / "ocr-000000.tar").write_bytes(b"not a tar file" * 100)
     return {p.stem: p for p in root.iterdir()}
@@ -60,6 +70,10 @@ CASES = {
     "model dir without files": (["quickstart", *SFT_ONLY, "model.init_from={empty_model}"], "no config.json"),
     "vocabulary mismatch": (["quickstart", *SFT_ONLY, "model.init_from={small_vocab_model}"], "embeds only 20"),
     "resume a non-run": (["--resume", "{tmp}"], "not a run directory"),
+    "image file missing": (["quickstart_vision", *RL_ONLY, "model.init_from={vlm_model}", "rl.prompt_path={missing_image}"],
+                           "prompt a: cannot read image"),
+    "placeholders vs images": (["quickstart_vision", *RL_ONLY, "model.init_from={vlm_model}",
+                                "rl.prompt_path={two_placeholders}"], "has 2 <image> placeholders but 1 images"),
     "corrupt shard": (["quickstart_vision", *VISION_SMOKE, "stages=[vision_tower]", "model.init_from={text_model}",
                        "vlm.data.shards={{ocr: {bad_shards}}}", "vision_tower.weights={{ocr: 1.0}}", "trainer.progress=false"],
                       "bad_shards/ocr-000000.tar"),

@@ -36,10 +36,12 @@ def test_the_tower_stage_leaves_the_decoder_bit_identical_and_joint_training_mov
     assert any(not torch.equal(vision[0][k], vision[1][k]) for k in vision[0])
 
 
-def test_rl_trains_on_image_prompts_and_logs_their_images(vision_run):
+def test_rl_runs_on_image_prompts_and_logs_their_images(vision_run):
     prompts = [json.loads(line) for line in (vision_run / "rl" / "prompts.jsonl").read_text().splitlines()]
     assert prompts and all(p["images"] for p in prompts)
     assert {p["kind"] for p in prompts} == {"problem", "count"}
+    # (that an image-prompt iteration moves every part is tests/vision/test_vision_rl.py's: at smoke size
+    # every sample earns 0 and no gradient flows)
     vlm, _ = load_vlm(vision_run / "rl" / "model")  # the RL export is a VLM
     assert vlm.projector.cfg.kind == "embedding_softmax"
     acc = EventAccumulator(str(vision_run / "tb" / "rl"), size_guidance={"images": 0})

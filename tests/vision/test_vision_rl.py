@@ -84,7 +84,9 @@ def rl_module(vlm, tok, records, **overrides) -> RLModule:
 
 def test_an_rl_iteration_on_image_prompts_trains_the_vlm(tok, make_vlm, prompt_set):
     vlm = make_vlm(kind="embedding_softmax").train()
-    module = rl_module(vlm, tok, prompt_set)
+    module = rl_module(vlm, tok, prompt_set, minibatches=2)  # shuffled rows, split: images must follow their rows
+    logged = {}
+    module.log_iteration = lambda metrics, rollout, rewards: logged.update(metrics)
     module.manual_backward = lambda loss: loss.backward()
 
     def alternating(rollout):  # an untrained model earns nothing: give half of each group a reward
@@ -99,6 +101,8 @@ def test_an_rl_iteration_on_image_prompts_trains_the_vlm(tok, make_vlm, prompt_s
     assert batch is None  # budget off: every group finished and was trained on
     changed = {k.split(".")[0] for k, v in vlm.state_dict().items() if not torch.equal(v, before[k])}
     assert {"decoder", "tower", "projector"} <= changed  # the gradient reached the tower through the images
+    # the reference pass (before any step) over the shuffled rows reproduces the engine's log-probs
+    assert logged["rl/logp_mismatch"] < 1e-4
 
 
 def test_rollout_logprobs_match_the_training_forward(tok, make_vlm, prompt_set):
