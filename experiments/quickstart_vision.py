@@ -24,6 +24,7 @@ def config() -> ExperimentConfig:
     cfg.vision_tower.optim.lr = 2e-3
     # Joint: every part learns; a quarter of the tokens stay text, against forgetting.
     cfg.vision_joint.weights = {"text": 0.25, "synthetic": 0.75}
+    cfg.vision_joint.weights_end = {}  # fixed shares: the tiny world is mostly image problems to learn
     cfg.vision_joint.max_steps = 340
     cfg.rl.iterations = 30
     # A chart question is 40 prompt tokens (12 of them the image): leave the answers 80 in a 128 context.

@@ -144,6 +144,7 @@ class VLMStageConfig:
     seq_len: int = 128
     trainable: list[str] = field(default_factory=lambda: ["tower", "projector", "decoder"])  # the rest is frozen
     weights: dict[str, float] = field(default_factory=dict)  # source -> share of tokens (k15.data.mixture)
+    weights_end: dict[str, float] = field(default_factory=dict)  # if set: the shares move linearly to these by the end
     ocr_weight: float = 0.0  # the reading loss (embedding_softmax projector only)
     lm_weight: float = 1.0  # the next-token loss on the mixture
     ocr_batch_size: int = 32
@@ -314,12 +315,13 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     # Stage 1 (after the language-only `pretrain`): the tower alone with the decoder frozen, then
-    # joint training with the vision share raised to 30%; stage 2: cooldown on the high-quality
+    # joint training with the vision share raised from 10% to 30% by its end; stage 2: cooldown on the high-quality
     # subset (synthetic QA and long-CoT text) at a low lr; stage 3: long context (paper §7).
     vision_tower: VLMStageConfig = field(default_factory=_stage(
         trainable=["tower", "projector"], weights={"ocr": 0.5, "caption": 0.25, "synthetic": 0.25}))
     vision_joint: VLMStageConfig = field(default_factory=_stage(
-        max_steps=300, weights={"text": 0.7, "synthetic": 0.15, "ocr": 0.05, "caption": 0.05, "interleaved": 0.05}))
+        max_steps=300, weights={"text": 0.9, "synthetic": 0.05, "ocr": 0.02, "caption": 0.02, "interleaved": 0.01},
+        weights_end={"text": 0.7, "synthetic": 0.15, "ocr": 0.05, "caption": 0.05, "interleaved": 0.05}))
     cooldown: VLMStageConfig = field(default_factory=_stage(
         max_steps=100, weights={"text": 0.5, "synthetic": 0.5},
         optim=OptimConfig(lr=3e-4, warmup_steps=10, min_lr_ratio=0.0)))
@@ -492,6 +494,8 @@ def validate(cfg: ExperimentConfig) -> None:
         need(bool(v.trainable) and not bad, f"{stage}.trainable must name some of tower, projector, decoder; got {v.trainable}")
         need(any(w > 0 for w in v.weights.values()) and all(w >= 0 for w in v.weights.values()),
              f"{stage}.weights must be >= 0 with at least one > 0, got {v.weights}")
+        need(not v.weights_end or (any(w > 0 for w in v.weights_end.values()) and all(w >= 0 for w in v.weights_end.values())),
+             f"{stage}.weights_end must be empty, or >= 0 with at least one > 0; got {v.weights_end}")
         need(v.ocr_weight >= 0 and v.lm_weight >= 0 and v.ocr_weight + v.lm_weight > 0,
              f"{stage}: ocr_weight and lm_weight must be >= 0 and not both 0")
         if stage in cfg.stages and v.ocr_weight > 0:
@@ -509,7 +513,7 @@ def validate(cfg: ExperimentConfig) -> None:
              "vlm.data: per_shard must be > 0, num_workers >= 0, max_skip_fraction in [0, 1]")
         for stage in vision_run:
             v = getattr(cfg, stage)
-            missing = sorted(n for n, w in v.weights.items() if w > 0 and n not in sources)
+            missing = sorted({n for n, w in [*v.weights.items(), *v.weights_end.items()] if w > 0 and n not in sources})
             need(not missing, f"{stage}.weights name sources without data: {missing} (sources: {', '.join(sorted(sources))})")
             bad_kinds = sorted(set(v.ocr_kinds) - {"ocr", "scene"})
             need(bool(v.ocr_kinds) and not bad_kinds and v.ocr_batch_size > 0,

@@ -57,7 +57,7 @@ def start_vlm(cfg: ExperimentConfig, init_from: Path | None):
 
 
 def mixture_for(cfg: ExperimentConfig, stage: VLMStageConfig, shards: dict[str, str], name: str) -> MixtureConfig:
-    missing = sorted(n for n, w in stage.weights.items() if w > 0 and n not in shards)
+    missing = sorted({n for n, w in [*stage.weights.items(), *stage.weights_end.items()] if w > 0 and n not in shards})
     if missing:
         raise ConfigError(f"{name}.weights name sources without shards: {missing}; sources: {', '.join(shards)}")
     d = cfg.vlm.data
@@ -67,6 +67,7 @@ def mixture_for(cfg: ExperimentConfig, stage: VLMStageConfig, shards: dict[str, 
         shuffle_buffer=d.shuffle_buffer, num_workers=d.num_workers, max_skip_fraction=d.max_skip_fraction,
         seq_len_schedule=schedule, schedule_batches=max(1, stage.max_steps // len(schedule)) if schedule else 0,
         full_attention_share=stage.full_attention_share,
+        weights_end=dict(stage.weights_end), ramp_batches=stage.max_steps if stage.weights_end else 0,
     )
 
 

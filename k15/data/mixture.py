@@ -89,6 +89,10 @@ class MixtureConfig:
     seq_len_schedule: list[int] = field(default_factory=list)
     schedule_batches: int = 0
     full_attention_share: float = 0.0  # share of rows whose documents attend to each other
+    # a mixture that moves: the shares go linearly from `weights` to `weights_end` over `ramp_batches`
+    # batches (e.g. the vision share raised to 30% by the end of joint training); empty = fixed
+    weights_end: dict[str, float] = field(default_factory=dict)
+    ramp_batches: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -96,7 +100,18 @@ class MixtureConfig:
         return list(self.shards)
 
     def weight(self, name: str) -> float:
-        return float(self.weights.get(name, 0.0))
+        """The source's largest share at any point of the stream (0: the source is never read)."""
+        return max(float(self.weights.get(name, 0.0)), float(self.weights_end.get(name, 0.0)))
+
+    def shares_at(self, batch: int) -> torch.Tensor:
+        """Normalised token shares of the sources (in `names` order) while batch number `batch` is filled."""
+        start = torch.tensor([float(self.weights.get(n, 0.0)) for n in self.names], dtype=torch.float64)
+        start = start / start.sum()
+        if not self.weights_end:
+            return start
+        end = torch.tensor([float(self.weights_end.get(n, 0.0)) for n in self.names], dtype=torch.float64)
+        f = min(1.0, batch / max(self.ramp_batches, 1))
+        return (1 - f) * start + f * end / end.sum()
 
     @property
     def max_doc_len(self) -> int:
@@ -127,6 +142,12 @@ class MixtureConfig:
         if lengths and self.schedule_batches < 1:
             raise ConfigError("mixture schedule_batches must be >= 1 when seq_len_schedule is given "
                               f"(batches per phase); got {self.schedule_batches}")
+        unknown = sorted(set(self.weights_end) - set(self.shards))
+        if unknown:
+            raise ConfigError(f"mixture weights_end name unknown sources {unknown}; sources: {', '.join(self.shards)}")
+        if self.weights_end and (any(w < 0 for w in self.weights_end.values()) or not any(self.weights_end.values())
+                                 or self.ramp_batches < 1):
+            raise ConfigError("mixture weights_end must be >= 0 with one > 0, and ramp_batches >= 1")
         if not 0.0 <= self.full_attention_share <= 1.0:
             raise ConfigError(f"mixture full_attention_share must be in [0, 1]; got {self.full_attention_share}")
 
@@ -266,6 +287,7 @@ class MixtureStream(IterableDataset):
         self.shards = [expand_shards(cfg.shards[n]) if cfg.weight(n) > 0 else [] for n in cfg.names]
         self.counters: list[SkipCounter] = []
         self.dropped_long = 0
+        self._filling = 0  # the batch number being filled
 
     def _documents(self, source: int, slot: int, slots: int) -> Iterator[Document]:
         """Source `source`'s documents for this slot, pass after pass.
@@ -296,12 +318,15 @@ class MixtureStream(IterableDataset):
 
     def _examples(self, slot: int, slots: int) -> Iterator[Example]:
         cfg = self.cfg
-        weights = torch.tensor([cfg.weight(n) for n in cfg.names], dtype=torch.float64)
-        weights = weights / weights.sum()
-        streams = [self._documents(i, slot, slots) if w > 0 else None for i, w in enumerate(weights.tolist())]
+        streams = [self._documents(i, slot, slots) if cfg.weight(n) > 0 else None for i, n in enumerate(cfg.names)]
         tokens = torch.zeros(len(streams), dtype=torch.float64)
+        # With moving shares, older tokens fade (a horizon of ~1000 documents), so the realised share
+        # follows the current target instead of over-shooting to make up for the whole history.
+        fade = 0.999 if cfg.weights_end else 1.0
         dropped_in_a_row = 0
         while True:
+            weights = cfg.shares_at(self._filling)
+            tokens *= fade
             deficit = weights * tokens.sum() - tokens
             deficit[weights == 0] = -float("inf")
             source = int(torch.argmax(deficit))  # ties: the first source
@@ -327,7 +352,7 @@ class MixtureStream(IterableDataset):
         buffer: list[Example] = []
         rows: list[list[Example]] = [[]]
         used = 0
-        number = first
+        number = self._filling = first
         n_rows, row_len = cfg.batch_shape(number)
         for example in self._examples(slot, slots):
             buffer.append(example)
@@ -345,6 +370,7 @@ class MixtureStream(IterableDataset):
                     yield batch
                     # the open row (empty, the example goes in below) fills to the next batch's length
                     number += stride
+                    self._filling = number  # the mixture's shares move with it (MixtureConfig.shares_at)
                     n_rows, row_len = cfg.batch_shape(number)
             rows[-1].append(example)
             used += len(example.ids)

@@ -62,6 +62,19 @@ def test_weights_are_token_shares(make_vlm, tok, shard_dirs):
     assert shares[2] == 0.0 and abs(shares[0] - 0.75) < 0.04, shares
 
 
+def test_shares_move_from_weights_to_weights_end(make_vlm, tok, shard_dirs):
+    vlm = make_vlm()
+    dm = datamodule(vlm, tok, shard_dirs, {"text": 0.9, "ocr": 0.1},
+                    cfg={"weights_end": {"text": 0.5, "ocr": 0.5}, "ramp_batches": 20})
+    batches = list(itertools.islice(dm.train_dataloader(), 40))
+    share = lambda bs: float(sum(b["source_tokens"][1] for b in bs) / sum(b["source_tokens"].sum() for b in bs))  # noqa: E731
+    early, late = share(batches[:8]), share(batches[-10:])
+    assert early < 0.25 and 0.4 < late < 0.6, (early, late)  # from ~10% to ~50% of the tokens
+    assert dm.cfg.shares_at(10).tolist() == pytest.approx([0.7, 0.3])
+    with pytest.raises(ConfigError, match="weights_end must be >= 0 with one > 0, and ramp_batches >= 1"):
+        MixtureConfig(shards={"a": "x"}, weights={"a": 1.0}, weights_end={"a": 1.0}).validate()
+
+
 def test_mixture_config_checks_and_overrides(make_vlm, tok, shard_dirs):
     vlm = make_vlm()
     shards = {"text": str(shard_dirs / "text"), "ocr": str(shard_dirs / "ocr")}
