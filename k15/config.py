@@ -611,9 +611,6 @@ def validate(cfg: ExperimentConfig) -> None:
     need(sharding or not t.sharded_checkpoints, "trainer.sharded_checkpoints needs trainer.strategy=fsdp or fsdp2")
     need(t.strategy != "fsdp2" or cfg.rl.reset_optimizer,
          "trainer.strategy=fsdp2 needs rl.reset_optimizer=true (a kept RL optimizer's state is sharded and its checkpoint is not)")
-    vision = [s for s in cfg.stages if s in VISION_STAGES]
-    need(t.strategy != "fsdp2" or not vision,
-         f"trainer.strategy=fsdp2 cannot run the vision stages ({', '.join(vision)}): their module applies no fully_shard yet; use ddp or fsdp")
     need(t.strategy != "auto" or t.devices * t.num_nodes == 1,
          "trainer.devices x trainer.num_nodes > 1 needs trainer.strategy=ddp, fsdp or fsdp2")
     if problems:

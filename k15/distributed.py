@@ -159,21 +159,32 @@ def block_classes() -> set[type[nn.Module]]:
     return {LlamaDecoderLayer, Qwen2DecoderLayer, Block}
 
 
+def shard_unit_classes() -> set[type[nn.Module]]:
+    """The blocks that become FSDP units of their own: the decoder layers. The vision tower's blocks stay
+    in the root unit (gathered once per step): the tower runs a data-dependent number of times per step
+    (once per image size in the batch, not at all for a text-only batch), and a unit of its own would
+    issue a different number of all-gathers on each rank, which deadlocks the collectives."""
+    from k15.models.vision import Block
+
+    return block_classes() - {Block}
+
+
 def fully_shard_model(model: nn.Module, mesh, activation_checkpointing: bool = False) -> nn.Module:
-    """FSDP2: every block its own unit (its parameters gathered just for its forward/backward), then
-    the rest (embeddings, norms, head) as the root unit. Activation checkpointing wraps the blocks first."""
+    """FSDP2: every decoder layer its own unit (its parameters gathered just for its forward/backward),
+    then the rest (embeddings, norms, head, a VLM's tower and projector) as the root unit. Activation
+    checkpointing wraps every block, the vision blocks included, first."""
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     if isinstance(model, FSDPModule):
         return model  # configure_model may run again (a second fit with the same module)
     _SKELETONS[model] = meta_twin(model)
-    classes = tuple(block_classes())
+    checkpointed, units = tuple(block_classes()), tuple(shard_unit_classes())
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
-        apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, classes))
+        apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, checkpointed))
     for module in list(model.modules()):
-        if isinstance(module, classes):
+        if isinstance(module, units):
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
@@ -221,8 +232,9 @@ def full_weights(model: nn.Module) -> nn.Module:
     state = {k.replace("_checkpoint_wrapped_module.", ""): v for k, v in full_state_dict(model).items()}
     twin = copy.deepcopy(_SKELETONS[model])  # meta parameters: nothing is copied
     twin.load_state_dict(state, strict=False, assign=True)
-    if getattr(getattr(twin, "config", None), "tie_word_embeddings", False) and hasattr(twin, "tie_weights"):
-        twin.tie_weights()
+    lm = twin if hasattr(twin, "tie_weights") else getattr(twin, "decoder", None)  # a VLM ties its decoder's
+    if lm is not None and getattr(lm.config, "tie_word_embeddings", False):
+        lm.tie_weights()
     return twin
 
 

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from k15.checkpoint_io import AtomicCheckpointIO
 from k15.config import ExperimentConfig, TrainerConfig
-from k15.distributed import block_classes
+from k15.distributed import block_classes, shard_unit_classes
 from k15.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def make_strategy(t: TrainerConfig) -> str | Strategy:
             raise ConfigError("trainer.strategy=fsdp needs GPUs (Lightning's FSDPStrategy refuses CPU); use trainer.strategy=fsdp2 on CPU")
         blocks = block_classes()
         return FSDPStrategy(
-            auto_wrap_policy=blocks,
+            auto_wrap_policy=shard_unit_classes(),  # decoder layers (vision blocks: see shard_unit_classes)
             activation_checkpointing_policy=blocks if t.activation_checkpointing else None,
             state_dict_type="sharded" if t.sharded_checkpoints else "full",
         )

@@ -38,6 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.config import OptimConfig
 from k15.data.mixture import vlm_inputs
+from k15.distributed import configure_fsdp2
 from k15.data.packing import IGNORE
 from k15.errors import ConfigError, DataError
 from k15.models.vlm import PARTS, freeze
@@ -156,6 +157,9 @@ class VLMTrainModule(L.LightningModule):
         self.ocr_weight, self.ocr_stream, self.lm_weight = ocr_weight, ocr_stream, lm_weight
         self.trainable_counts = freeze(model, tuple(p for p in PARTS if p not in trainable))
         self.step_tokens = 0
+
+    def configure_model(self) -> None:
+        configure_fsdp2(self, self.model)  # FSDP2 (decoder layers and vision blocks) under trainer.strategy=fsdp2
 
     def training_step(self, batch, batch_idx):
         lm = self.model(**vlm_inputs(batch)).loss
