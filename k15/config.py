@@ -424,10 +424,27 @@ def to_yaml(cfg: ExperimentConfig) -> str:
 def load_yaml(path: str | Path) -> ExperimentConfig:
     """Load a saved (resolved) config, e.g. a run directory's config.yaml."""
     try:
-        node = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(path))
+        saved = OmegaConf.load(path)
+        node = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), saved)
+        for key in _dict_fields(ExperimentConfig()):  # a saved dict is the whole dict, not additions to the defaults
+            value = OmegaConf.select(saved, key)
+            if value is not None:
+                OmegaConf.update(node, key, value, merge=False)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{path}: {_first_line(exc)}") from None
     return OmegaConf.to_object(node)
+
+
+def _dict_fields(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the schema's dict-valued fields (e.g. 'vision_joint.weights')."""
+    keys = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, dict):
+            keys.append(f"{prefix}{f.name}")
+        elif is_dataclass(value):
+            keys.extend(_dict_fields(value, f"{prefix}{f.name}."))
+    return keys
 
 
 def _structured(cfg: ExperimentConfig):

@@ -102,3 +102,13 @@ VISION = ["stages=[pretrain,vision_tower,vision_joint,eval]"]
 def test_vision_settings_that_cannot_work_are_refused_up_front(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         apply_overrides(base(), VISION + overrides)
+
+
+def test_saved_dicts_replace_the_defaults_instead_of_merging_into_them(tmp_path):
+    cfg = base()
+    cfg.vision_tower.weights = {"ocr": 1.0}  # fewer sources than the default
+    cfg.vision_joint.weights_end = {}
+    (tmp_path / "config.yaml").write_text(to_yaml(cfg))
+    loaded = load_yaml(tmp_path / "config.yaml")
+    assert loaded.vision_tower.weights == {"ocr": 1.0} and loaded.vision_joint.weights_end == {}
+    assert loaded == cfg
