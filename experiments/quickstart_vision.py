@@ -11,7 +11,10 @@ def config() -> ExperimentConfig:
     # its character embeddings): with the OCR loss this is what lets a tiny tower learn to read
     # (../shared/calibration.md); a generic MLP projector did not within minutes.
     cfg.vlm.projector.kind = "embedding_softmax"
-    cfg.vlm.tasks = ["problem", "count", "chart"]
+    # Image tasks for RL and evaluation: arithmetic shown as images, and counting shapes. Charts are
+    # left out: after these few minutes of joint training the tower reads them at chance (~19%), and
+    # RL on chance-level prompts is noise that cost the problems most of their gain in a calibration run.
+    cfg.vlm.tasks = ["problem", "count"]
     # The tower alone, the decoder frozen: it learns to read through the OCR loss and the frozen
     # decoder's next-token loss on image documents.
     cfg.vision_tower.weights = {"synthetic": 0.6, "ocr": 0.4}
@@ -26,7 +29,7 @@ def config() -> ExperimentConfig:
     cfg.vision_joint.weights = {"text": 0.25, "synthetic": 0.75}
     cfg.vision_joint.weights_end = {}  # fixed shares: the tiny world is mostly image problems to learn
     cfg.vision_joint.max_steps = 340
-    cfg.rl.iterations = 30
+    cfg.rl.iterations = 40
     # A chart question is 40 prompt tokens (12 of them the image): leave the answers 80 in a 128 context.
     cfg.rl.max_new_tokens = cfg.eval.max_new_tokens = 80
     cfg.eval.models = ["vision_joint", "rl"]
