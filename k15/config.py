@@ -192,6 +192,10 @@ class PartialRolloutConfig:
     budget: int = 0  # output tokens per trajectory per iteration; 0 (or >= max_new_tokens): off, every response in one go
     max_continuations: int = 4  # a trajectory continued this often and still unfinished is finalized as truncated
     loss_on: str = "all"  # all (every segment) | current (only tokens generated in this iteration)
+    # Train only once this many groups have finished (they wait in the buffer until then); 0: train
+    # whatever finished. A fresh Adam's first step has size ~lr whatever the batch, so steps on a
+    # handful of groups are as large as on many and far noisier (docs/results.md, F8).
+    min_groups: int = 0
 
 
 @dataclass
@@ -579,6 +583,8 @@ def validate(cfg: ExperimentConfig) -> None:
     need(lp.weight == 0 or r.loss != "rest", "rl.length_penalty needs an advantage-based rl.loss (k15 or reinforce); rest ignores shaped rewards")
     pr = r.partial
     need(pr.budget >= 0, f"rl.partial.budget must be >= 0 (0: off), got {pr.budget}")
+    need(0 <= pr.min_groups <= r.prompts_per_iteration,
+         f"rl.partial.min_groups must be in [0, rl.prompts_per_iteration], got {pr.min_groups}")
     need(pr.max_continuations >= 1, f"rl.partial.max_continuations must be >= 1, got {pr.max_continuations}")
     need(pr.loss_on in ("all", "current"), f"rl.partial.loss_on must be all or current, got '{pr.loss_on}'")
     rp = r.repeat

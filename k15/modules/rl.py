@@ -76,7 +76,8 @@ class RLModule(L.LightningModule):
         self.max_seq_len = max_seq_len
         self.sampler = make_sampler(prompts, cfg.sampling, cfg.prompts_per_iteration, seed)
         self.rollouts = PartialRollouts(
-            cfg.samples_per_prompt, cfg.prompts_per_iteration, cfg.max_new_tokens, cfg.partial.budget, cfg.partial.max_continuations
+            cfg.samples_per_prompt, cfg.prompts_per_iteration, cfg.max_new_tokens, cfg.partial.budget, cfg.partial.max_continuations,
+            cfg.partial.min_groups,
         )
         self.generator = torch.Generator().manual_seed(seed)  # rollouts and minibatch order
         self.iteration = 0

@@ -17,6 +17,9 @@ tokens were sampled by an older policy (logged as staleness). With `rl.partial.l
 only tokens generated in the training iteration enter the loss, so a member that finished earlier
 still sets the baseline but gets no gradient.
 
+`min_groups` holds finished groups back until that many are ready, so no optimizer step is taken
+on a handful of groups (with a fresh Adam per iteration such a step is as large as a full one).
+
 `budget=0` (or a budget >= max_new_tokens) turns the budget and the buffer off: every response is
 generated in one go, exactly as without this module (the engine gets the same prompts in the same
 order).
@@ -42,13 +45,15 @@ class RolloutRound:
 
 
 class PartialRollouts:
-    def __init__(self, group_size: int, groups_per_iteration: int, max_new_tokens: int, budget: int = 0, max_continuations: int = 4):
+    def __init__(self, group_size: int, groups_per_iteration: int, max_new_tokens: int, budget: int = 0, max_continuations: int = 4,
+                 min_groups: int = 0):
         if budget < 0:
             raise ValueError(f"budget must be >= 0 (0: off), got {budget}")
         self.k, self.slots = group_size, group_size * groups_per_iteration
         self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
         self.budget = budget if budget < max_new_tokens else 0  # a budget that cuts nothing is no budget
         self.buffer = ReplayBuffer()
+        self.min_groups = min_groups  # finished groups wait until this many are ready to train on
 
     def run(
         self,
@@ -84,7 +89,8 @@ class PartialRollouts:
                 saved += 1  # out of budget: continued next iteration
         for g in new:
             self.buffer.add(g)
-        done = self.buffer.pop_done()
+        ready = sum(g.done for g in self.buffer.groups)
+        done = self.buffer.pop_done() if ready >= max(self.min_groups, 1) else []
         return RolloutRound(done, sum(len(t) for t in out.tokens), self._stats(iteration, done, len(work), len(continuing), saved, capped))
 
     def _stats(self, iteration: int, done: list[Group], slots: int, continued: int, saved: int, capped: int) -> dict[str, float]:

@@ -139,3 +139,19 @@ def test_budget_zero_is_one_engine_call_in_prompt_order():
     done = rollouts.run(0, Recorder(), lambda n: [4, 9][:n], lambda i: [i], SamplingParams(max_new_tokens=8), None)
     assert calls == [([[4], [4], [4], [9], [9], [9]], None, None)]
     assert [g.id for g in done.groups] == ["0.0", "0.1"] and done.stats == {}
+
+
+def test_min_groups_holds_finished_groups_back_until_enough_are_ready():
+    # k=2, 3 groups per iteration, budget 4: groups whose members are short finish at once, long ones later.
+    rollouts = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=16, budget=4, max_continuations=4,
+                               min_groups=2)
+    engine = ScriptedEngine([3, 4] + [10, 2] + [14, 5] + [1, 1] * 20)
+    drawn: list[int] = []
+    seen = []
+    for iteration in range(6):
+        done = run(rollouts, iteration, engine, drawn).groups
+        assert done == [] or len(done) >= 2  # never a step on a single group
+        seen += [g.prompt_index for g in done]
+    assert seen[0] == 0 and len(seen) == len(set(seen))  # the first finished group waited, none is lost or repeated
+    held = [g for g in rollouts.buffer.groups if g.done]
+    assert len(held) < 2  # what is left waiting is below the threshold
