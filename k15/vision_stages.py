@@ -20,13 +20,13 @@ import torch
 
 from k15.config import ExperimentConfig, VLMStageConfig
 from k15.data.mixture import MixtureConfig, PretrainDataModule
-from k15.errors import ConfigError
 from k15.models.decoder import load_model_and_tokenizer, num_parameters
 from k15.models.policy import export_policy
 from k15.models.vlm import build_vlm, is_vlm_dir, load_vlm
 from k15.modules.vlm_train import VLMTrainModule, ocr_batches
 from k15.trainer import make_trainer, stage_logger
 from k15.write_once import write_once
+
 
 def vision_shards(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
     """Source name -> shards: the user's (`vlm.data.shards`), else the synthetic world's, written once per run."""
@@ -56,10 +56,8 @@ def start_vlm(cfg: ExperimentConfig, init_from: Path | None):
     return build_vlm(cfg.model, tok, cfg.vlm.vision, cfg.vlm.projector, decoder=decoder), tok
 
 
-def mixture_for(cfg: ExperimentConfig, stage: VLMStageConfig, shards: dict[str, str], name: str) -> MixtureConfig:
-    missing = sorted({n for n, w in [*stage.weights.items(), *stage.weights_end.items()] if w > 0 and n not in shards})
-    if missing:
-        raise ConfigError(f"{name}.weights name sources without shards: {missing}; sources: {', '.join(shards)}")
+def mixture_for(cfg: ExperimentConfig, stage: VLMStageConfig, shards: dict[str, str]) -> MixtureConfig:
+    # (weights naming sources without shards are refused by k15.config.validate, and again by MixtureConfig.validate)
     d = cfg.vlm.data
     schedule = list(stage.seq_len_schedule)
     return MixtureConfig(
@@ -92,7 +90,7 @@ def train_vision_stage(cfg: ExperimentConfig, run_dir: Path, stage: str, init_fr
         set_rope_theta(vlm.decoder, sc.rope_theta)
     if longest > vlm.config.max_position_embeddings:  # the context this stage activates
         vlm.config.max_position_embeddings = longest
-    mixture = mixture_for(cfg, sc, vision_shards(cfg, run_dir), stage)
+    mixture = mixture_for(cfg, sc, vision_shards(cfg, run_dir))
     data = PretrainDataModule.for_model(vlm, tok, mixture, cfg.run.seed)
     done = trained_steps(ckpt_path) if ckpt_path is not None else 0
     data.resume_from(done)  # the streams are deterministic: skip exactly the batches already trained on

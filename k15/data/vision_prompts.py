@@ -13,6 +13,8 @@ the same code. Difficulty: the task's level (problem: operations; count / compar
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -63,12 +65,19 @@ def write_vision_prompt_set(out_dir: str | Path, tasks: list[str], n: int, seed:
     return read_prompt_set(out_dir / "prompts.jsonl")
 
 
-def load_image(path: str, record_id: str) -> Image.Image:
+@contextmanager
+def _opened(path: str, record_id: str) -> Iterator[Image.Image]:
+    """The image file of a prompt; a missing or unreadable file is a DataError naming the prompt."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            yield image
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"prompt {record_id}: cannot read image {path}: {exc}") from None
+
+
+def load_image(path: str, record_id: str) -> Image.Image:
+    with _opened(path, record_id) as image:
+        return image.convert("RGB")
 
 
 def image_prompt(record: PromptRecord, tok, vlm) -> ImagePrompt | list[int]:
@@ -91,10 +100,7 @@ def image_tokens(record: PromptRecord, vlm) -> int:
     processor = vlm.image_processor()
     total = 0
     for path in record.images:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"prompt {record.id}: cannot read image {path}: {exc}") from None
+        with _opened(path, record.id) as image:  # the header only: no pixels decoded
+            width, height = image.size
         total += vlm.tokens_per_image(*processor.size_for(height, width))
     return total

@@ -18,7 +18,7 @@ from k15.rollout.sampling import SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
 from k15.synthetic.corpus import world_levels
 from k15.synthetic.arithmetic import heldout_set
-from k15.synthetic.images import MAX_IMAGE_LEVEL, VisionDoc, problem_image, vision_docs
+from k15.synthetic.images import VisionDoc, check_image_levels, problem_image, vision_docs
 from k15.tokenizer import prompt_ids, stop_token_ids
 
 EVAL_SEED_OFFSET = 17  # held-out documents of their own seed, apart from the ones used elsewhere
@@ -27,8 +27,7 @@ EVAL_SEED_OFFSET = 17  # held-out documents of their own seed, apart from the on
 def heldout_docs(task: str, world: WorldConfig, per_level: int) -> list[VisionDoc]:
     seed = world.seed + EVAL_SEED_OFFSET
     if task == "problem":  # the text evaluation's problems, shown as images
-        if world.max_level > MAX_IMAGE_LEVEL:
-            raise DataError(f"image problems fit levels up to {MAX_IMAGE_LEVEL}; world.max_level is {world.max_level}")
+        check_image_levels(world_levels(world))
         problems = heldout_set(world_levels(world), per_level, world.heldout_fraction, world.seed)
         return [VisionDoc(f"eval-{p.id}", "problem", [problem_image(p.prompt)], answer=p.answer, level=p.level,
                           meta={"prompt": p.prompt}) for p in problems]
@@ -45,11 +44,14 @@ def evaluate_vision(vlm: VisionLanguageModel, tok, world: WorldConfig, cfg: Eval
                             stop_token_ids=tuple(stop_token_ids(tok)))
     results = {}
     for task in tasks:
-        docs = [d for d in heldout_docs(task, world, cfg.problems_per_level) for _ in range(cfg.samples_per_problem)]
-        prompts = [ImagePrompt(prompt_ids(tok, doc_prompt(d)), d.images) for d in docs]
+        heldout = heldout_docs(task, world, cfg.problems_per_level)
         processor = vlm.image_processor()
-        longest = max(len(p.ids) + sum(vlm.tokens_per_image(*processor.size_for(i.height, i.width)) - 1 for i in p.images)
-                      for p in prompts[:: cfg.samples_per_problem])  # placeholders expanded, without running the tower
+        # One prompt (pixels included) per document, shared by its samples: the engine encodes each image once.
+        per_doc = [ImagePrompt(prompt_ids(tok, doc_prompt(d)), [processor(img) for img in d.images]) for d in heldout]
+        docs = [d for d in heldout for _ in range(cfg.samples_per_problem)]
+        prompts = [p for p in per_doc for _ in range(cfg.samples_per_problem)]
+        longest = max(len(p.ids) + sum(vlm.tokens_per_image(*px.shape[-2:]) - 1 for px in p.images)
+                      for p in per_doc)  # placeholders expanded, without running the tower
         if longest + cfg.max_new_tokens > context:
             raise DataError(f"eval of '{task}': a prompt of {longest} tokens (images included) + eval.max_new_tokens="
                             f"{cfg.max_new_tokens} exceeds the model context ({context})")

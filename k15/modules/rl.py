@@ -333,10 +333,8 @@ class RLModule(L.LightningModule):
         stats["rl/kl"] = stats.get("rl/sq_term", 0.0)  # 0.5 * (logp - logp_ref)^2 after the last step
         if grad_norms:
             stats["rl/grad_norm"] = sum(grad_norms) / len(grad_norms)
-        mine = owned_rows(torch.arange(n))  # on N processes: over this rank's rows
-        stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp) if world == 1 else RolloutBatch(
-            [rollout.samples[i] for i in mine.tolist()], rollout.group_ids[mine], rollout.pad_id
-        ).logprob_mismatch(ref_token_lp[mine.to(ref_token_lp.device)])
+        # on N processes, over this rank's rows: the others' reference rows are zeros here
+        stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp, owned_rows(torch.arange(n)).tolist())
         stats["rl/adv_abs_mean"] = float(adv.abs().mean())
         stats["rl/nonfinite_skipped"] = float(self.guard.skipped)
         return stats

@@ -94,11 +94,13 @@ class RolloutBatch:
             f"{prefix}repeat_frac": repeated / len(self.samples),
         }
 
-    def logprob_mismatch(self, train_token_logprobs: torch.Tensor) -> float:
-        """Mean |logp_rollout - logp_train| over this iteration's response tokens (train = the reference pass)."""
+    def logprob_mismatch(self, train_token_logprobs: torch.Tensor, rows: list[int] | None = None) -> float:
+        """Mean |logp_rollout - logp_train| over this iteration's response tokens (train = the reference pass),
+        over `rows` only when given (on N processes, the rows this rank computed)."""
         total, count = 0.0, 0
         train = train_token_logprobs.detach().cpu()
-        for row, s in enumerate(self.samples):
+        for row in range(len(self.samples)) if rows is None else rows:
+            s = self.samples[row]
             fresh = s.logprobs[s.fresh_start :]
             if not fresh:
                 continue

@@ -167,6 +167,13 @@ def _split_stream(make: Callable[[random.Random], tuple[str, VisionDoc]], n: int
             yield doc
 
 
+def check_image_levels(levels: range) -> None:
+    """Problems of more operations than MAX_IMAGE_LEVEL do not fit the default strip: a DataError, not a cut."""
+    if levels and max(levels) > MAX_IMAGE_LEVEL:
+        raise DataError(f"image problems fit levels up to {MAX_IMAGE_LEVEL} (a {STRIP_CELLS}-cell strip); "
+                        f"world.max_level asks for level {max(levels)}")
+
+
 def problem_image(prompt: str, cells: int = STRIP_CELLS, cell: int = CELL) -> Image.Image:
     """An arithmetic prompt ("7-2+4-1=") as the image a vision prompt shows."""
     return render_text(prompt, cells=cells, cell=cell)
@@ -176,9 +183,7 @@ def problem_docs(n: int, split: str = "train", seed: int = 0, heldout_fraction: 
                  levels: range = range(1, 7), long_fraction: float = 0.5, cells: int = STRIP_CELLS,
                  cell: int = CELL, distinct: bool = False) -> Iterator[VisionDoc]:
     """Text-rendered problems: the image shows the prompt; the response is a short or long trace."""
-    if levels and max(levels) > MAX_IMAGE_LEVEL:
-        raise DataError(f"image problems fit levels up to {MAX_IMAGE_LEVEL} (a {cells}-cell strip); world.max_level asks "
-                        f"for level {max(levels)}")
+    check_image_levels(levels)
     rng = random.Random(f"problem/{split}/{seed}")
     for i, p in enumerate(sample_problems(n, split, levels, heldout_fraction, seed, distinct=distinct)):
         style = "long" if rng.random() < long_fraction else "short"
