@@ -12,7 +12,7 @@ from k15.curation.hack_types import hack_type
 from k15.data.prompts import PromptRecord, read_prompt_set, synthetic_prompt_set, write_prompt_set
 from k15.synthetic.arithmetic import sample_problems
 from k15.synthetic.corpus import world_levels
-from experiments.quickstart import config as quickstart
+from experiments._ablation import ablation_base
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "runs" / "_data" / "curation"  # runs/ is not versioned
 N_CLEAN, N_PLANTED = 3200, 800  # a fifth of the uncurated set is guessable
@@ -57,8 +57,7 @@ def config() -> dict[str, ExperimentConfig]:
     uncurated, curated = prompt_sets()
     arms = {}
     for name, path in (("no_filter", uncurated), ("filter", curated)):
-        cfg = quickstart()
+        cfg = ablation_base()
         cfg.rl.prompt_path = str(path)
-        cfg.rl.checkpoint_every_n_iterations = 10  # checkpoints along the run, to follow the guessing
         arms[name] = cfg
     return arms

@@ -257,12 +257,15 @@ class Long2ShortConfig:
     rs_steps: int = 100  # SFT steps on the shortest correct answers
     rs_batch_size: int = 64
     rs_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=10))
-    # DPO is fragile here: lr 5e-5 / beta 0.1 / 100 steps (and 3e-5 / 0.2 / 100) collapsed held-out
-    # pass@1 of the quickstart's RL model (97.5% -> 31% / 55%); these settings keep it (98.4%).
-    dpo_beta: float = 0.2
+    # Plain DPO is fragile here: on a long-CoT RL model at 95.5% held-out pass@1 (26.4 tokens), lr 2e-5 /
+    # beta 0.2 / 60 steps gave 85.0%, beta 0.5 gave 90.1% (24.5 tokens), 1e-5 / 0.2 / 150 steps 58%.
+    # With the chosen response's NLL added (RPO), 2e-5 / 0.5 / 60 keeps 94.0% at 23.3 tokens
+    # (docs/results.md, F6); set dpo_nll_weight=0 for the paper's standard DPO.
+    dpo_beta: float = 0.5
     dpo_steps: int = 60
+    dpo_nll_weight: float = 1.0  # weight of the chosen response's per-token NLL added to the DPO loss; 0: standard DPO
     dpo_batch_size: int = 32
-    dpo_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=10))
+    dpo_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-5, warmup_steps=10))
     rl_iterations: int = 30  # long2short RL: the rl section's settings, but these three replaced
     rl_max_new_tokens: int = 48  # "significantly reduces the maximum rollout length"
     rl_length_weight: float = 0.5  # the length penalty's weight, on from the first iteration
@@ -616,6 +619,7 @@ def validate(cfg: ExperimentConfig) -> None:
                  "dpo_steps", "dpo_batch_size", "rl_iterations", "rl_max_new_tokens"):
         need(getattr(l2s, name) > 0, f"long2short.{name} must be > 0, got {getattr(l2s, name)}")
     need(l2s.dpo_beta > 0, f"long2short.dpo_beta must be > 0, got {l2s.dpo_beta}")
+    need(l2s.dpo_nll_weight >= 0, f"long2short.dpo_nll_weight must be >= 0, got {l2s.dpo_nll_weight}")
     need(l2s.rl_length_weight >= 0, f"long2short.rl_length_weight must be >= 0, got {l2s.rl_length_weight}")
     if "l2s_rl" in cfg.stages:
         need(l2s.rl_max_new_tokens < m.max_seq_len, f"long2short.rl_max_new_tokens ({l2s.rl_max_new_tokens}) must be below model.max_seq_len")

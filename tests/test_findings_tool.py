@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -79,10 +80,10 @@ def test_report_fills_the_document_and_plots(out, tmp_path):
 def test_rescale_schedule():
     from experiments.run import resolve
 
-    cfg = resolve("curriculum", ["rl.iterations=30"])["curriculum"]
+    cfg = resolve("curriculum", ["rl.iterations=60"])["curriculum"]
     default = resolve("curriculum", [])["curriculum"]
     findings.rescale_schedule(cfg, default.rl.iterations)
-    assert cfg.rl.sampling.hard_from_iteration == round(default.rl.sampling.hard_from_iteration * 30 / default.rl.iterations)
+    assert cfg.rl.sampling.hard_from_iteration == round(default.rl.sampling.hard_from_iteration * 60 / default.rl.iterations)
 
 
 def test_a_labelled_results_directory_reports_as_its_experiment(out):
@@ -90,3 +91,43 @@ def test_a_labelled_results_directory_reports_as_its_experiment(out):
     (out / "prioritized_128" / "meta.json").write_text(json.dumps({"experiment": "prioritized", "overrides": []}))
     text = findings.finding_table(out, "prioritized_128")
     assert "`prioritized` auc_pass@1 expected higher" in text
+
+
+def test_long2short_methods_are_arms_of_one_run(tmp_path):
+    """A long2short run evaluates the long model and every method; each is an arm (RUN#model in arms.json)."""
+    levels = lambda p, t: {str(l): {"pass@1": p, "mean_tokens": t, "long_share": 0.5, "samples": 4} for l in range(1, 7)}
+    ev = lambda p, t: {"pass@1": p, "mean_tokens": t, "levels": levels(p, t)}
+    for seed in range(3):
+        run = tmp_path / "pool" / f"l2s{seed}"
+        run.mkdir(parents=True)
+        scores = {"init": (0.95, 26.0), "merge": (0.90, 24.0), "shortest_rs": (0.93, 24.0), "dpo": (0.93, 23.0),
+                  "l2s_rl": (0.94 + 0.001 * seed, 21.0 + seed)}
+        (run / "summary.json").write_text(json.dumps({"stages": {}, "eval": {k: ev(*v) for k, v in scores.items()}}))
+        (run / "curve.json").write_text(json.dumps({"heldout": [], "guess": None}))
+        seed_dir = tmp_path / "long2short" / f"seed{seed}"
+        seed_dir.mkdir(parents=True)
+        mapping = {"long": f"{run}#init", **{m: f"{run}#{m}" for m in findings.L2S_METHODS}}
+        (seed_dir / "arms.json").write_text(json.dumps(mapping))
+    table = findings.aggregate(tmp_path, "long2short")
+    assert list(table) == ["long", *findings.L2S_METHODS]
+    assert table["l2s_rl"]["final_tokens"][:2] == (pytest.approx(22.0), pytest.approx(1.0))
+    assert table["long"]["final_pass@1"][0] == pytest.approx(0.95)
+    text = findings.finding_table(tmp_path, "long2short")
+    assert "`l2s_rl` final_tokens expected lower: agrees" in text
+    # points lost per token cut: l2s_rl (0.95 - 0.94..) / (26 - 21..) ~ 0.2 per token; dpo 2 / 3 ~ 0.67
+    assert table["dpo"]["cost_per_token_saved"][0] == pytest.approx(0.02 / 3)
+    assert "`dpo` cost_per_token_saved expected higher than `l2s_rl`: agrees" in text
+    assert "`merge` cost_per_token_saved expected higher than `shortest_rs`: agrees" in text
+    assert findings.plot_finding(tmp_path, "long2short", tmp_path / "l2s.png").stat().st_size > 1000
+
+
+def test_arm_bases_and_long_model_set_where_runs_start(tmp_path):
+    small, long, short = (str(tmp_path / name) for name in ("small_sft", "long", "short"))
+    for d in (small, long, short):
+        Path(d).mkdir()
+    arms = findings.finding_arms("model_size", 1, None, [], 10, arm_bases={"small": small})
+    assert arms["small"].model.init_from == small and arms["small"].stages == ["rl", "eval"]
+    assert arms["tiny"].model.init_from is None and arms["tiny"].stages[0] == "pretrain"
+    (cfg,) = findings.finding_arms("long2short", 0, short, [], 10, long_model=long).values()
+    assert (cfg.model.init_from, cfg.long2short.long_model, cfg.long2short.short_model) == (long, long, short)
+    assert cfg.stages == [*findings.L2S_METHODS, "eval"] and cfg.eval.models == ["init", *findings.L2S_METHODS]

@@ -9,7 +9,10 @@ config once (the plain arm is the same config in many findings) under OUT/pool/<
 evaluates the RL checkpoints on the held-out set (accuracy and length along the run). Only the RL
 seed varies between seeds; the base model is shared. At most --jobs runs at a time, each with one
 thread. OUT/<experiment>/seed<S>/results.json maps every arm to its run's summary, as
-`python -m experiments.run` writes it for one seed.
+`python -m experiments.run` writes it for one seed. `--borrow ARM=LABEL:ARM` reuses another results
+directory's runs for an arm, `--only` runs some arms, `--arm-base ARM=DIR` starts an arm's RL from a
+model of its own (model_size's larger model), and `--long-from LABEL:ARM` gives long2short each
+seed's long-CoT model; a long2short run's methods are its arms (RUN#method in arms.json).
 
 `report` aggregates those results into mean and spread over seeds per arm, writes one PNG per
 finding and the tables of docs/results.md (between the markers of each finding's section).
@@ -29,12 +32,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-HARD_LEVELS = ("4", "5", "6")  # the upper half of the default world's levels
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Finding:
     reference: str  # the arm the others are compared with
     expect: dict = field(default_factory=dict)  # arm -> {metric: "higher" | "lower" | "similar"} against the reference
     init_from_base: bool = True  # False: the experiment trains its own models (model size)
+    also: list = field(default_factory=list)  # (reference arm, arm, metric, expectation): comparisons between other arms
+    from_long_model: bool = False  # True: each seed starts from that seed's long-CoT RL model (--long-from)
+
+
+L2S_METHODS = ("merge", "shortest_rs", "dpo", "l2s_rl")
 
 
 FINDINGS = [
@@ -58,6 +65,13 @@ FINDINGS = [
     Finding("F5", "length_penalty", "The length penalty curbs length; a warm-up keeps early training fast", "off",
             {"from_start": {"final_tokens": "lower", "final_pass@1": "similar", "early_pass@1": "lower"},
              "after_warmup": {"final_tokens": "lower", "final_pass@1": "similar", "early_pass@1": "similar"}}),
+    Finding("F6", "long2short", "Long2short RL is the most token-efficient way to shorten a long-CoT model", "long",
+            {**{m: {"final_tokens": "lower"} for m in L2S_METHODS}, "l2s_rl": {"final_tokens": "lower", "final_pass@1": "similar"}},
+            # token efficiency, the paper's ordering l2s RL > DPO > merge + RS > merge: the less pass@1 a method
+            # gives up per token it cuts, the more efficient
+            also=[("l2s_rl", "dpo", "cost_per_token_saved", "higher"), ("dpo", "shortest_rs", "cost_per_token_saved", "higher"),
+                  ("shortest_rs", "merge", "cost_per_token_saved", "higher")],
+            from_long_model=True),
     Finding("F7", "model_size", "A small model reaches a larger one's accuracy with longer answers", "small",
             {"tiny": {"final_tokens": "higher", "final_pass@1": "similar"}}, init_from_base=False),
     Finding("F8", "partial_rollouts", "Partial rollouts keep learning intact at a fixed per-iteration token budget", "full",
@@ -102,14 +116,23 @@ def rescale_schedule(cfg, default_iterations: int) -> None:
     lp.warmup_iterations = scale(lp.warmup_iterations)
 
 
-def finding_arms(experiment: str, seed: int, base: str | None, overrides: list[str], checkpoint_every: int) -> dict:
-    """{arm: config} for one seed of one experiment, as the driver runs it."""
+def finding_arms(experiment: str, seed: int, base: str | None, overrides: list[str], checkpoint_every: int,
+                 arm_bases: dict[str, str] | None = None, long_model: str | None = None) -> dict:
+    """{arm: config} for one seed of one experiment, as the driver runs it. `arm_bases` starts the
+    named arms' RL from a model of their own (e.g. the larger model's SFT export in model_size);
+    `long_model` is the long-CoT model a long2short run shortens."""
     from experiments.run import resolve
+    from k15.config import apply_overrides
 
     finding = BY_EXPERIMENT.get(experiment)
     common = [f"run.seed={seed}", "run.threads=1", "trainer.progress=false",
               f"rl.checkpoint_every_n_iterations={checkpoint_every}"]
-    if finding is None or finding.init_from_base:
+    if finding is not None and finding.from_long_model:
+        if not (base and long_model):
+            raise SystemExit(f"error: {experiment} shortens a long-CoT model: pass --base (the short model) and --long-from")
+        common += [f"model.init_from={long_model}", f"long2short.long_model={long_model}", f"long2short.short_model={base}",
+                   f"stages=[{','.join(L2S_METHODS)},eval]", f"eval.models=[init,{','.join(L2S_METHODS)}]"]
+    elif finding is None or finding.init_from_base:
         if not base:
             raise SystemExit(f"error: {experiment} starts from a base model: pass --base")
         common += [f"model.init_from={base}", "stages=[rl,eval]", "eval.models=[init,rl]"]
@@ -118,15 +141,20 @@ def finding_arms(experiment: str, seed: int, base: str | None, overrides: list[s
     defaults = resolve(experiment, [])
     arms = resolve(experiment, common + overrides)
     for arm, cfg in arms.items():
+        if arm in (arm_bases or {}):
+            arms[arm] = cfg = apply_overrides(cfg, [f"model.init_from={arm_bases[arm]}", "stages=[rl,eval]", "eval.models=[init,rl]"])
         rescale_schedule(cfg, defaults[arm].rl.iterations)
     return arms
 
 
+def seed_run(out: Path, label_arm: str, seed: int) -> Path:
+    """The run directory of one seed of LABEL:ARM."""
+    label, arm = label_arm.split(":")
+    return Path(json.loads((out / label / f"seed{seed}" / "arms.json").read_text())[arm].split("#")[0])
+
+
 def is_done(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    if not (summary.is_file() and (run_dir / "curve.json").is_file()):
-        return False
-    return "rl" in json.loads(summary.read_text()).get("eval", {})
+    return (run_dir / "summary.json").is_file() and (run_dir / "curve.json").is_file()  # curve.json is written last
 
 
 def cmd_run(args) -> int:
@@ -136,17 +164,25 @@ def cmd_run(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs: dict[str, tuple[Path, bool]] = {}  # pool dir -> (dir, guess eval)
     borrowed = dict(item.split("=", 1) for item in args.borrow)
+    arm_bases = dict(item.split("=", 1) for item in args.arm_base)
     for seed in seeds:  # seed-major: every finding gets its first seed before any gets a second
         for experiment in args.findings.split(","):
-            arms = finding_arms(experiment, seed, args.base, args.overrides, args.checkpoint_every)
+            long_model = str(seed_run(out, args.long_from, seed) / "rl" / "model") if args.long_from else None
+            arms = finding_arms(experiment, seed, args.base, args.overrides, args.checkpoint_every, arm_bases, long_model)
             mapping = {}
             for arm, cfg in arms.items():
+                if args.only and arm not in args.only.split(",") and arm not in borrowed:
+                    continue
                 if arm in borrowed:  # this seed's run of an arm of another results directory
                     other_label, other_arm = borrowed[arm].split(":")
                     mapping[arm] = json.loads((out / other_label / f"seed{seed}" / "arms.json").read_text())[other_arm]
                     continue
                 run_dir = out / "pool" / fingerprint(cfg)
-                mapping[arm] = str(run_dir)
+                if BY_EXPERIMENT.get(experiment) and BY_EXPERIMENT[experiment].from_long_model:
+                    # one run evaluates the long model and every method: each is an arm (RUN#eval entry)
+                    mapping.update({"long": f"{run_dir}#init", **{m: f"{run_dir}#{m}" for m in L2S_METHODS}})
+                else:
+                    mapping[arm] = str(run_dir)
                 if str(run_dir) not in jobs and not is_done(run_dir):
                     if run_dir.exists():
                         shutil.rmtree(run_dir)  # an interrupted earlier attempt
@@ -205,8 +241,10 @@ def cmd_one(args) -> int:
     torch.set_num_threads(1)
     summary = run_pipeline(cfg, run_dir)
     start = "init" if "init" in summary["eval"] else "sft"
-    curve = [{"iteration": 0, **summary["eval"][start]}]
-    curve += checkpoint_curve(cfg, run_dir, summary["exports"][start])
+    curve = []
+    if "rl" in cfg.stages:  # long2short runs have no RL stage of their own: only their final models are evaluated
+        curve = [{"iteration": 0, **summary["eval"][start]}]
+        curve += checkpoint_curve(cfg, run_dir, summary["exports"][start])
     guess = None
     if args.guess:
         guess = guess_curve(cfg, run_dir, summary["exports"][start])
@@ -296,9 +334,10 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 
 
 def hard(ev: dict) -> float:
+    """Mean pass@1 over the upper half of the evaluated levels (levels 4-6 of the default world)."""
     levels = ev.get("levels", {})
-    have = [levels[l]["pass@1"] for l in HARD_LEVELS if l in levels]
-    return sum(have) / len(have) if have else float("nan")
+    upper = sorted(levels, key=int)[len(levels) // 2 :]
+    return sum(levels[l]["pass@1"] for l in upper) / len(upper) if upper else float("nan")
 
 
 def auc(points: list[tuple[float, float]]) -> float:
@@ -320,8 +359,8 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else float("nan")
 
 
-def read_scalar_series(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
-    tb = run_dir / "tb" / "rl"
+def read_scalar_series(run_dir: Path, tags: tuple[str, ...], stage: str = "rl") -> dict[str, tuple[list[int], list[float]]]:
+    tb = run_dir / "tb" / stage
     if not tb.is_dir():
         return {}
     from k15.eval.curves import read_scalars
@@ -333,17 +372,21 @@ SERIES_TAGS = ("reward/reward_mean", "rollout/len_mean", "reward/zero_std_frac",
                "rollout/tokens_per_s", "perf/rollout_s", "rollout/partial_frac")
 
 
-def run_metrics(run_dir: Path) -> dict[str, float]:
-    """The numbers of one arm's run: final eval, curve summaries, training-curve summaries."""
+def run_metrics(run_dir: Path, model: str = "rl") -> dict[str, float]:
+    """The numbers of one arm's run: the final eval of `model` (a stage, or init), curve summaries
+    (RL runs), training-curve summaries (the stage's TensorBoard run, if it has one)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     ev = summary["eval"]
     start = ev.get("init") or ev.get("sft") or {}
-    final = ev["rl"]
+    final = ev[model]
     m = {
         "start_pass@1": start.get("pass@1", float("nan")), "final_pass@1": final["pass@1"],
         "final_hard_pass@1": hard(final), "start_tokens": start.get("mean_tokens", float("nan")),
-        "final_tokens": final["mean_tokens"], "rl_wall_s": summary["stages"].get("rl", {}).get("wall_s", float("nan")),
+        "final_tokens": final["mean_tokens"], "rl_wall_s": summary["stages"].get(model, {}).get("wall_s", float("nan")),
     }
+    saved = m["start_tokens"] - m["final_tokens"]
+    if model not in ("rl", "init") and saved > 0:  # a long2short method against the long model it started from
+        m["cost_per_token_saved"] = (m["start_pass@1"] - m["final_pass@1"]) / saved
     levels = final.get("levels", {})
     total = sum(l["samples"] for l in levels.values())
     m["final_long_share"] = sum(l["long_share"] * l["samples"] for l in levels.values()) / total if total else float("nan")
@@ -359,7 +402,7 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
             m[f"start_tokens_L{level}"] = start["levels"][level]["mean_tokens"]
             m[f"tokens_growth_L{level}"] = l["mean_tokens"] - start["levels"][level]["mean_tokens"]
     curve_path = run_dir / "curve.json"
-    if curve_path.is_file():
+    if model == "rl" and curve_path.is_file():
         curve = json.loads(curve_path.read_text())
         points = curve["heldout"]
         m["auc_pass@1"] = auc([(p["iteration"], p["pass@1"]) for p in points])
@@ -376,7 +419,7 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
             m["guess_reward_start"], m["guess_reward_final"] = g[0]["reward"], g[-1]["reward"]
             m["guess_binary_start"], m["guess_binary_final"] = g[0]["binary_answer_frac"], g[-1]["binary_answer_frac"]
             m["guess_think_final"] = g[-1]["think_frac"]
-    series = read_scalar_series(run_dir, SERIES_TAGS)
+    series = read_scalar_series(run_dir, SERIES_TAGS, model)
     if "reward/reward_mean" in series:
         r = series["reward/reward_mean"][1]
         m["train_reward_first5"], m["train_reward_last5"] = sum(r[:5]) / len(r[:5]), sum(r[-5:]) / len(r[-5:])
@@ -395,20 +438,26 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return m
 
 
-def collect(out: Path, experiment: str) -> dict[str, dict[int, Path]]:
-    """{arm: {seed: run dir}} for the seeds whose runs finished."""
-    arms: dict[str, dict[int, Path]] = {}
+class ArmRun(NamedTuple):
+    dir: Path
+    model: str  # the evaluated model that is this arm: "rl", or a long2short method (arms.json: RUN#MODEL)
+
+
+def collect(out: Path, experiment: str) -> dict[str, dict[int, ArmRun]]:
+    """{arm: {seed: run}} for the seeds whose runs finished."""
+    arms: dict[str, dict[int, ArmRun]] = {}
     for seed_dir in sorted((out / experiment).glob("seed*")):
         mapping_path = seed_dir / "arms.json"
         if not mapping_path.is_file():
             continue
         seed = int(seed_dir.name.removeprefix("seed"))
-        for arm, run_dir in json.loads(mapping_path.read_text()).items():
+        for arm, entry in json.loads(mapping_path.read_text()).items():
+            run_dir, _, model = entry.partition("#")
             run_dir = Path(run_dir)
             if not run_dir.is_absolute():
                 run_dir = ROOT / run_dir
-            if (run_dir / "summary.json").is_file() and "rl" in json.loads((run_dir / "summary.json").read_text())["eval"]:
-                arms.setdefault(arm, {})[seed] = run_dir
+            if (run_dir / "summary.json").is_file() and (model or "rl") in json.loads((run_dir / "summary.json").read_text())["eval"]:
+                arms.setdefault(arm, {})[seed] = ArmRun(run_dir, model or "rl")
     return arms
 
 
@@ -416,7 +465,7 @@ def aggregate(out: Path, experiment: str) -> dict[str, dict[str, tuple[float, fl
     """{arm: {metric: (mean, std, n seeds)}}."""
     table = {}
     for arm, runs in collect(out, experiment).items():
-        per_run = [run_metrics(d) for _, d in sorted(runs.items())]
+        per_run = [run_metrics(r.dir, r.model) for _, r in sorted(runs.items())]
         keys = sorted({k for m in per_run for k in m})
         table[arm] = {k: mean_std([m.get(k, float("nan")) for m in per_run]) for k in keys}
     return table
@@ -463,8 +512,15 @@ def plot_finding(out: Path, experiment: str, png: Path, smooth: int = 5) -> Path
     if not arms:
         return None
     label, experiment = experiment, experiment_of(out, experiment)
+    if BY_EXPERIMENT.get(experiment) and BY_EXPERIMENT[experiment].from_long_model:
+        # variants of the methods (other results directories of this experiment) join the same scatter
+        for other in sorted(d.name for d in out.iterdir() if d.is_dir() and d.name not in (label, "pool")):
+            if experiment_of(out, other) == experiment and label == experiment:
+                arms |= {f"{arm} ({other.removeprefix(experiment + '_')})": runs
+                         for arm, runs in collect(out, other).items() if arm != "long"}
+        return plot_tradeoff(out, label, arms, png)
     guess = experiment == "curation"
-    panels = [("held-out pass@1", "pass@1"), ("held-out pass@1, levels 4-6", "hard"), ("held-out tokens per answer", "tokens"),
+    panels = [("held-out pass@1", "pass@1"), ("held-out pass@1, upper half of levels", "hard"), ("held-out tokens per answer", "tokens"),
               ("train reward (smoothed)", "reward/reward_mean"), ("train response length (smoothed)", "rollout/len_mean")]
     if guess:
         panels.insert(3, ("guessable prompts: reward", "guess"))
@@ -478,8 +534,8 @@ def plot_finding(out: Path, experiment: str, png: Path, smooth: int = 5) -> Path
     for ax in axes[len(panels):]:
         ax.axis("off")
     for color, (arm, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], arms.items()):
-        curves = [json.loads((d / "curve.json").read_text()) for d in runs.values() if (d / "curve.json").is_file()]
-        tb = [read_scalar_series(d, SERIES_TAGS) for d in runs.values()]
+        curves = [json.loads((r.dir / "curve.json").read_text()) for r in runs.values() if (r.dir / "curve.json").is_file()]
+        tb = [read_scalar_series(r.dir, SERIES_TAGS) for r in runs.values()]
         arm_label = f"{arm} (n={len(runs)})"
         for ax, (title, key) in zip(axes, panels):
             if key in ("pass@1", "hard", "tokens") and curves:
@@ -526,10 +582,36 @@ def plot_finding(out: Path, experiment: str, png: Path, smooth: int = 5) -> Path
     return png
 
 
+def plot_tradeoff(out: Path, label: str, arms: dict[str, dict[int, ArmRun]], png: Path) -> Path:
+    """Held-out pass@1 against tokens per answer, one point per seed and a mean with its spread per
+    arm (the paper's Fig. 7): the most token-efficient method sits at the upper left."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=80)
+    for color, (arm, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], arms.items()):
+        per_seed = [run_metrics(r.dir, r.model) for r in runs.values()]
+        xs, ys = [m["final_tokens"] for m in per_seed], [100 * m["final_pass@1"] for m in per_seed]
+        ax.scatter(xs, ys, color=color, s=12, alpha=0.5)
+        (mx, sx, _), (my, sy, _) = mean_std(xs), mean_std(ys)
+        ax.errorbar([mx], [my], xerr=[sx], yerr=[sy], color=color, marker="o", ms=6, capsize=3, label=f"{arm} (n={len(runs)})")
+    ax.set_xlabel("held-out tokens per answer", fontsize=8)
+    ax.set_ylabel("held-out pass@1 (%)", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    finding = BY_EXPERIMENT.get(experiment_of(out, label))
+    ax.set_title(f"{finding.id + ': ' if finding else ''}{label} — seeds (dots), mean ± std", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 # ----------------------------------------------------------------------------------------------
 # Reporting
 
-SHOWN = [("final_pass@1", "pass@1", 100), ("final_hard_pass@1", "pass@1 L4-6", 100), ("early_pass@1", "pass@1, 1st checkpoint", 100),
+SHOWN = [("final_pass@1", "pass@1", 100), ("final_hard_pass@1", "pass@1 hard", 100), ("early_pass@1", "pass@1, 1st checkpoint", 100),
          ("auc_pass@1", "mean pass@1 along run", 100),
          ("final_tokens", "tokens", 1), ("final_long_share", "long CoT", 100), ("train_reward_last5", "train reward (last 5)", 1),
          ("zero_std_frac_mean", "zero-std groups", 1)]
@@ -541,6 +623,7 @@ EXTRA_SHOWN = {
     "curation": [("guess_reward_start", "guess reward start", 1), ("guess_reward_final", "guess reward end", 1),
                  ("guess_binary_start", "bare 0/1 answers start", 1), ("guess_binary_final", "bare 0/1 answers end", 1), ("guess_think_final", "thinks on guess prompts end", 1)],
     "model_size": [("slope_pass@1_per_token", "slope, points/token", 100), ("start_pass@1", "SFT pass@1", 100)],
+    "long2short": [("cost_per_token_saved", "points lost per token cut", 100)],
 }
 
 
@@ -587,6 +670,12 @@ def finding_table(out: Path, label: str) -> str:
                 if metric in table[arm] and metric in table[finding.reference]:
                     verdict = compare(table[finding.reference][metric], table[arm][metric], want)
                     lines.append(f"- `{arm}` {metric} expected {want}: {verdict}")
+    also = [(ref, arm, metric, want) for ref, arm, metric, want in (finding.also if finding else [])
+            if metric in table.get(ref, {}) and metric in table.get(arm, {})]
+    if also:
+        lines += ["", "Between other arms:", ""]
+        for ref, arm, metric, want in also:
+            lines.append(f"- `{arm}` {metric} expected {want} than `{ref}`: {compare(table[ref][metric], table[arm][metric], want)}")
     return "\n".join(lines) + "\n"
 
 
@@ -644,6 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--checkpoint-every", type=int, default=10)
     r.add_argument("--borrow", action="append", default=[], metavar="ARM=LABEL:ARM",
                    help="take this arm's runs from another results directory instead of running it (e.g. tiny=length_accuracy:plain)")
+    r.add_argument("--arm-base", action="append", default=[], metavar="ARM=DIR",
+                   help="this arm's RL starts from DIR (e.g. small=POOL/sft/model: more RL seeds of model_size's larger model)")
+    r.add_argument("--long-from", metavar="LABEL:ARM",
+                   help="long2short: each seed shortens the RL model of that seed's run of LABEL:ARM (e.g. length_accuracy:plain)")
+    r.add_argument("--only", help="comma-separated arms to run (with --borrow, the others may come from another directory)")
     r.add_argument("--label", help="results directory name under --out (default: the experiment's name; one experiment only)")
     r.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
     o = sub.add_parser("one", help="(internal) run one pool directory")

@@ -113,7 +113,7 @@ def run_dpo(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> P
         return export(model, tok, stage_dir / "model")
     ref = reference_logprobs(model, pairs, tok.pad_token_id)
     model.train()
-    module = DPOModule(model, tok.pad_token_id, l2s.dpo_beta, l2s.dpo_optim, l2s.dpo_steps)
+    module = DPOModule(model, tok.pad_token_id, l2s.dpo_beta, l2s.dpo_optim, l2s.dpo_steps, l2s.dpo_nll_weight)
     loader = DataLoader(PairDataset(pairs, ref), batch_size=l2s.dpo_batch_size, shuffle=True, collate_fn=collate_pairs,
                         drop_last=len(pairs) >= l2s.dpo_batch_size)
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, "dpo"), l2s.dpo_steps, l2s.dpo_optim.grad_clip)

@@ -56,15 +56,18 @@ def reference_logprobs(model: PreTrainedModel, pairs: list[Pair], pad_id: int, b
 
 
 class DPOModule(L.LightningModule):
-    def __init__(self, model: PreTrainedModel, pad_id: int, beta: float, optim: OptimConfig, max_steps: int):
+    def __init__(self, model: PreTrainedModel, pad_id: int, beta: float, optim: OptimConfig, max_steps: int,
+                 nll_weight: float = 0.0):
         super().__init__()
         self.model, self.pad_id, self.beta, self.optim, self.max_steps = model, pad_id, beta, optim, max_steps
+        self.nll_weight = nll_weight
 
     def training_step(self, batch, batch_idx):
         pairs, ref = batch
         logp_c, logp_r = sequence_logprobs(self.model, pairs, self.pad_id)
         ref = ref.to(logp_c.device)
-        loss, stats = dpo_loss(logp_c, logp_r, ref[:, 0], ref[:, 1], self.beta)
+        chosen_tokens = torch.tensor([len(p.chosen) for p in pairs], dtype=logp_c.dtype, device=logp_c.device)
+        loss, stats = dpo_loss(logp_c, logp_r, ref[:, 0], ref[:, 1], self.beta, self.nll_weight, chosen_tokens)
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"dpo/{k}": v for k, v in stats.items() if k != "loss"})
         self.log("dpo/chosen_len", float(sum(len(p.chosen) for p in pairs)) / len(pairs))

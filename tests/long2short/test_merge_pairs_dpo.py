@@ -64,6 +64,19 @@ def test_dpo_loss_equals_a_hand_computation():
     assert stats["reward_accuracy"].item() == 0.5
 
 
+def test_dpo_nll_term_adds_the_chosen_per_token_nll():
+    lc, lr = torch.tensor([-3.0, -10.0], requires_grad=True), torch.tensor([-5.0, -9.0])
+    rc, rr = torch.tensor([-4.0, -9.5]), torch.tensor([-4.5, -9.0])
+    plain, _ = dpo_loss(lc, lr, rc, rr, 0.1)
+    loss, stats = dpo_loss(lc, lr, rc, rr, 0.1, nll_weight=0.5, chosen_tokens=torch.tensor([3.0, 5.0]))
+    assert stats["chosen_nll"].item() == pytest.approx((3 / 3 + 10 / 5) / 2)
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * 1.5, rel=1e-6)
+    plain_grad = torch.autograd.grad(plain, lc)[0]
+    (grad,) = torch.autograd.grad(loss, lc)
+    # d/d logp_c of 0.5 * mean(-logp_c / n) = -0.5 / (2 n)
+    torch.testing.assert_close(grad - plain_grad, torch.tensor([-0.5 / 6, -0.5 / 10]))
+
+
 def test_dpo_gradient_pushes_chosen_up_and_rejected_down():
     lc, lr = torch.tensor([-3.0], requires_grad=True), torch.tensor([-3.0], requires_grad=True)
     loss, _ = dpo_loss(lc, lr, torch.tensor([-3.0]), torch.tensor([-3.0]), beta=0.5)
