@@ -513,9 +513,11 @@ def plot_finding(out: Path, experiment: str, png: Path, smooth: int = 5) -> Path
         return None
     label, experiment = experiment, experiment_of(out, experiment)
     if BY_EXPERIMENT.get(experiment) and BY_EXPERIMENT[experiment].from_long_model:
+        if label != experiment:
+            return None  # a variant: drawn in the experiment's own figure
         # variants of the methods (other results directories of this experiment) join the same scatter
         for other in sorted(d.name for d in out.iterdir() if d.is_dir() and d.name not in (label, "pool")):
-            if experiment_of(out, other) == experiment and label == experiment:
+            if experiment_of(out, other) == experiment:
                 arms |= {f"{arm} ({other.removeprefix(experiment + '_')})": runs
                          for arm, runs in collect(out, other).items() if arm != "long"}
         return plot_tradeoff(out, label, arms, png)
@@ -575,9 +577,17 @@ def plot_finding(out: Path, experiment: str, png: Path, smooth: int = 5) -> Path
     axes[0].legend(fontsize=7)
     finding = BY_EXPERIMENT.get(experiment)
     fig.suptitle(f"{finding.id + ': ' if finding else ''}{label} — mean over seeds, band = min..max", fontsize=9)
+    return save_figure(fig, png)
+
+
+def save_figure(fig, png: Path) -> Path:
+    """Lay out, write and close a figure (closing keeps a report of many figures from piling them up)."""
+    import matplotlib.pyplot as plt
+
+    from k15.eval.plots import save_figure as write
+
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
+    write(fig, png)
     plt.close(fig)
     return png
 
@@ -601,11 +611,7 @@ def plot_tradeoff(out: Path, label: str, arms: dict[str, dict[int, ArmRun]], png
     ax.legend(fontsize=7)
     finding = BY_EXPERIMENT.get(experiment_of(out, label))
     ax.set_title(f"{finding.id + ': ' if finding else ''}{label} — seeds (dots), mean ± std", fontsize=9)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 # ----------------------------------------------------------------------------------------------
