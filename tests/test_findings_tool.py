@@ -119,6 +119,9 @@ def test_long2short_methods_are_arms_of_one_run(tmp_path):
     assert "`dpo` cost_per_token_saved expected higher than `l2s_rl`: agrees" in text
     assert "`merge` cost_per_token_saved expected higher than `shortest_rs`: agrees" in text
     assert findings.plot_finding(tmp_path, "long2short", tmp_path / "l2s.png").stat().st_size > 1000
+    findings.write_results(tmp_path / "long2short" / "seed0")
+    results = json.loads((tmp_path / "long2short" / "seed0" / "results.json").read_text())
+    assert set(results) == {"long", *findings.L2S_METHODS} and results["dpo"]["model"] == "dpo"
 
 
 def test_arm_bases_and_long_model_set_where_runs_start(tmp_path):

@@ -167,7 +167,12 @@ def cmd_run(args) -> int:
     arm_bases = dict(item.split("=", 1) for item in args.arm_base)
     for seed in seeds:  # seed-major: every finding gets its first seed before any gets a second
         for experiment in args.findings.split(","):
-            long_model = str(seed_run(out, args.long_from, seed) / "rl" / "model") if args.long_from else None
+            finding = BY_EXPERIMENT.get(experiment)
+            from_long = finding is not None and finding.from_long_model
+            if from_long and args.only:
+                raise SystemExit(f"error: --only does not apply to {experiment} (its arms are the stages of one run; "
+                                 "override stages= and eval.models= instead)")
+            long_model = str(seed_run(out, args.long_from, seed) / "rl" / "model") if from_long and args.long_from else None
             arms = finding_arms(experiment, seed, args.base, args.overrides, args.checkpoint_every, arm_bases, long_model)
             mapping = {}
             for arm, cfg in arms.items():
@@ -178,7 +183,7 @@ def cmd_run(args) -> int:
                     mapping[arm] = json.loads((out / other_label / f"seed{seed}" / "arms.json").read_text())[other_arm]
                     continue
                 run_dir = out / "pool" / fingerprint(cfg)
-                if BY_EXPERIMENT.get(experiment) and BY_EXPERIMENT[experiment].from_long_model:
+                if from_long:
                     # one run evaluates the long model and every method: each is an arm (RUN#eval entry)
                     mapping.update({"long": f"{run_dir}#init", **{m: f"{run_dir}#{m}" for m in L2S_METHODS}})
                 else:
@@ -192,6 +197,8 @@ def cmd_run(args) -> int:
             label = args.label or experiment
             seed_dir = out / label / f"seed{seed}"
             seed_dir.mkdir(parents=True, exist_ok=True)
+            if args.only and (seed_dir / "arms.json").is_file():  # keep the arms this run leaves alone
+                mapping = {**json.loads((seed_dir / "arms.json").read_text()), **mapping}
             (seed_dir / "arms.json").write_text(json.dumps(mapping, indent=2) + "\n")
             (out / label / "meta.json").write_text(json.dumps({"experiment": experiment, "overrides": args.overrides}) + "\n")
     print(f"{len(jobs)} runs to do", flush=True)
@@ -220,10 +227,11 @@ def write_results(seed_dir: Path) -> None:
     """results.json of one seed of one experiment: {arm: summary}, as k15.arms writes it."""
     mapping = json.loads((seed_dir / "arms.json").read_text())
     results = {}
-    for arm, run_dir in mapping.items():
+    for arm, entry in mapping.items():
+        run_dir, _, model = entry.partition("#")
         summary = Path(run_dir) / "summary.json"
         if summary.is_file():
-            results[arm] = json.loads(summary.read_text())
+            results[arm] = {**json.loads(summary.read_text()), **({"model": model} if model else {})}
     (seed_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -249,7 +257,7 @@ def cmd_one(args) -> int:
     if args.guess:
         guess = guess_curve(cfg, run_dir, summary["exports"][start])
     (run_dir / "curve.json").write_text(json.dumps({"heldout": curve, "guess": guess}, indent=2) + "\n")
-    for ckpt in (run_dir / "rl" / "checkpoints").glob("*.ckpt"):  # ~10 MB each; the exports stay
+    for ckpt in run_dir.glob("*/checkpoints/*.ckpt"):  # ~10 MB each (rl, l2s_rl, ...); the exports stay
         ckpt.unlink()
     return 0
 
@@ -334,7 +342,8 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 
 
 def hard(ev: dict) -> float:
-    """Mean pass@1 over the upper half of the evaluated levels (levels 4-6 of the default world)."""
+    """Mean pass@1 over the upper half of the evaluated levels (levels 4-6 of the default world; with
+    an odd number of levels the middle one counts as hard)."""
     levels = ev.get("levels", {})
     upper = sorted(levels, key=int)[len(levels) // 2 :]
     return sum(levels[l]["pass@1"] for l in upper) / len(upper) if upper else float("nan")
@@ -382,11 +391,12 @@ def run_metrics(run_dir: Path, model: str = "rl") -> dict[str, float]:
     m = {
         "start_pass@1": start.get("pass@1", float("nan")), "final_pass@1": final["pass@1"],
         "final_hard_pass@1": hard(final), "start_tokens": start.get("mean_tokens", float("nan")),
-        "final_tokens": final["mean_tokens"], "rl_wall_s": summary["stages"].get(model, {}).get("wall_s", float("nan")),
+        "final_tokens": final["mean_tokens"], "stage_wall_s": summary["stages"].get(model, {}).get("wall_s", float("nan")),
     }
-    saved = m["start_tokens"] - m["final_tokens"]
-    if model not in ("rl", "init") and saved > 0:  # a long2short method against the long model it started from
-        m["cost_per_token_saved"] = (m["start_pass@1"] - m["final_pass@1"]) / saved
+    if model not in ("rl", "init") and "init" in ev:  # a long2short method against the long model it started from
+        saved = m["start_tokens"] - m["final_tokens"]
+        # a seed whose answers did not get shorter has no finite cost: inf shows in the table instead of vanishing
+        m["cost_per_token_saved"] = (m["start_pass@1"] - m["final_pass@1"]) / saved if saved > 0 else float("inf")
     levels = final.get("levels", {})
     total = sum(l["samples"] for l in levels.values())
     m["final_long_share"] = sum(l["long_share"] * l["samples"] for l in levels.values()) / total if total else float("nan")
@@ -625,7 +635,7 @@ EXTRA_SHOWN = {
     "length_accuracy": [("slope_pass@1_per_token", "slope, points/token", 100)],
     "partial_rollouts": [("tokens_per_iteration", "gen. tokens/iter", 1), ("max_tokens_per_iteration", "max gen. tokens/iter", 1),
                          ("iteration_s_mean", "s/iteration", 1),
-                         ("rl_wall_s", "RL wall s", 1)],
+                         ("stage_wall_s", "RL wall s", 1)],
     "curation": [("guess_reward_start", "guess reward start", 1), ("guess_reward_final", "guess reward end", 1),
                  ("guess_binary_start", "bare 0/1 answers start", 1), ("guess_binary_final", "bare 0/1 answers end", 1), ("guess_think_final", "thinks on guess prompts end", 1)],
     "model_size": [("slope_pass@1_per_token", "slope, points/token", 100), ("start_pass@1", "SFT pass@1", 100)],

@@ -3,9 +3,10 @@
     loss = -log sigmoid( beta * ((logp_c - ref_c) - (logp_r - ref_r)) )  +  nll_weight * (-logp_c / |chosen|)
 
 averaged over pairs; ref_* are the reference model's log-probs, computed once before training. The
-second term (off by default: the paper's DPO is the standard one) is the chosen response's
-per-token negative log-likelihood, as in RPO (Pang et al. 2024): plain DPO can lower the chosen
-response's likelihood along with the rejected one's and drift to text neither pair contains.
+second term is the chosen response's per-token negative log-likelihood, as in RPO (Pang et al.
+2024): plain DPO can lower the chosen response's likelihood along with the rejected one's and drift
+to text neither pair contains. `long2short.dpo_nll_weight` sets its weight (1.0 by default in the
+pipeline, 0 here); 0 is the paper's standard DPO.
 """
 
 from __future__ import annotations
