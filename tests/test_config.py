@@ -36,6 +36,7 @@ def test_wrong_type_names_key_type_and_value():
         ("stages=[pretrain,dance]", "dance"),
         ("model.num_heads=3", "divisible"),
         ("eval.models=[sft,dpo]", "eval.models"),
+        ("long2short.dpo_nll_weight=-1", "long2short.dpo_nll_weight must be >= 0"),
     ],
 )
 def test_impossible_values_are_refused(override, fragment):

@@ -134,3 +134,25 @@ def test_arm_bases_and_long_model_set_where_runs_start(tmp_path):
     (cfg,) = findings.finding_arms("long2short", 0, short, [], 10, long_model=long).values()
     assert (cfg.model.init_from, cfg.long2short.long_model, cfg.long2short.short_model) == (long, long, short)
     assert cfg.stages == [*findings.L2S_METHODS, "eval"] and cfg.eval.models == ["init", *findings.L2S_METHODS]
+
+
+def test_hard_is_the_upper_half_of_the_evaluated_levels():
+    ev = {"levels": {str(l): {"pass@1": l / 10} for l in range(1, 9)}}  # an 8-level world: hard = L5-8
+    assert findings.hard(ev) == pytest.approx((0.5 + 0.6 + 0.7 + 0.8) / 4)
+
+
+def test_only_is_refused_for_long2short(tmp_path):
+    with pytest.raises(SystemExit, match="--only does not apply to long2short"):
+        findings.main(["run", "--findings", "long2short", "--only", "dpo", "--out", str(tmp_path), "--seeds", "0"])
+
+
+def test_only_keeps_the_arms_it_does_not_run(out, monkeypatch):
+    """A rerun of some arms under a label adds to its arms.json instead of dropping the others."""
+    monkeypatch.setattr(findings, "finding_arms", lambda *a, **k: {"uniform": None, "prioritized": None})
+    monkeypatch.setattr(findings, "fingerprint", lambda cfg: "new")
+    monkeypatch.setattr(findings, "is_done", lambda run_dir: True)  # nothing to launch
+    monkeypatch.setattr(findings, "write_results", lambda seed_dir: None)
+    before = json.loads((out / "prioritized" / "seed0" / "arms.json").read_text())
+    findings.main(["run", "--findings", "prioritized", "--only", "prioritized", "--out", str(out), "--seeds", "0"])
+    after = json.loads((out / "prioritized" / "seed0" / "arms.json").read_text())
+    assert after == {"uniform": before["uniform"], "prioritized": str(out / "pool" / "new")}

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from experiments.long2short import METHODS as L2S_METHODS  # noqa: E402  (needs ROOT on sys.path)
+
 
 @dataclass
 class Finding:
@@ -49,9 +51,6 @@ class Finding:
     init_from_base: bool = True  # False: the experiment trains its own models (model size)
     also: list = field(default_factory=list)  # (reference arm, arm, metric, expectation): comparisons between other arms
     from_long_model: bool = False  # True: each seed starts from that seed's long-CoT RL model (--long-from)
-
-
-L2S_METHODS = ("merge", "shortest_rs", "dpo", "l2s_rl")
 
 
 FINDINGS = [
@@ -147,10 +146,22 @@ def finding_arms(experiment: str, seed: int, base: str | None, overrides: list[s
     return arms
 
 
+class ArmRun(NamedTuple):
+    dir: Path
+    model: str  # the evaluated model that is this arm: "rl", or a long2short method (arms.json: RUN#MODEL)
+
+
+def arm_run(entry: str) -> ArmRun:
+    """An arms.json entry, RUN_DIR or RUN_DIR#MODEL, with a relative directory taken from the repository root."""
+    run_dir, _, model = entry.partition("#")
+    path = Path(run_dir)
+    return ArmRun(path if path.is_absolute() else ROOT / path, model or "rl")
+
+
 def seed_run(out: Path, label_arm: str, seed: int) -> Path:
     """The run directory of one seed of LABEL:ARM."""
     label, arm = label_arm.split(":")
-    return Path(json.loads((out / label / f"seed{seed}" / "arms.json").read_text())[arm].split("#")[0])
+    return arm_run(json.loads((out / label / f"seed{seed}" / "arms.json").read_text())[arm]).dir
 
 
 def is_done(run_dir: Path) -> bool:
@@ -228,10 +239,10 @@ def write_results(seed_dir: Path) -> None:
     mapping = json.loads((seed_dir / "arms.json").read_text())
     results = {}
     for arm, entry in mapping.items():
-        run_dir, _, model = entry.partition("#")
-        summary = Path(run_dir) / "summary.json"
+        run = arm_run(entry)
+        summary = run.dir / "summary.json"
         if summary.is_file():
-            results[arm] = {**json.loads(summary.read_text()), **({"model": model} if model else {})}
+            results[arm] = {**json.loads(summary.read_text()), "model": run.model}
     (seed_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -448,11 +459,6 @@ def run_metrics(run_dir: Path, model: str = "rl") -> dict[str, float]:
     return m
 
 
-class ArmRun(NamedTuple):
-    dir: Path
-    model: str  # the evaluated model that is this arm: "rl", or a long2short method (arms.json: RUN#MODEL)
-
-
 def collect(out: Path, experiment: str) -> dict[str, dict[int, ArmRun]]:
     """{arm: {seed: run}} for the seeds whose runs finished."""
     arms: dict[str, dict[int, ArmRun]] = {}
@@ -462,12 +468,10 @@ def collect(out: Path, experiment: str) -> dict[str, dict[int, ArmRun]]:
             continue
         seed = int(seed_dir.name.removeprefix("seed"))
         for arm, entry in json.loads(mapping_path.read_text()).items():
-            run_dir, _, model = entry.partition("#")
-            run_dir = Path(run_dir)
-            if not run_dir.is_absolute():
-                run_dir = ROOT / run_dir
-            if (run_dir / "summary.json").is_file() and (model or "rl") in json.loads((run_dir / "summary.json").read_text())["eval"]:
-                arms.setdefault(arm, {})[seed] = ArmRun(run_dir, model or "rl")
+            run = arm_run(entry)
+            summary = run.dir / "summary.json"
+            if summary.is_file() and run.model in json.loads(summary.read_text())["eval"]:
+                arms.setdefault(arm, {})[seed] = run
     return arms
 
 
