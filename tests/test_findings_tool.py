@@ -156,3 +156,9 @@ def test_only_keeps_the_arms_it_does_not_run(out, monkeypatch):
     findings.main(["run", "--findings", "prioritized", "--only", "prioritized", "--out", str(out), "--seeds", "0"])
     after = json.loads((out / "prioritized" / "seed0" / "arms.json").read_text())
     assert after == {"uniform": before["uniform"], "prioritized": str(out / "pool" / "new")}
+
+
+def test_a_borrowed_arm_that_does_not_exist_is_a_one_line_error(out):
+    with pytest.raises(SystemExit, match=r"--borrow uniform=curriculum:uniform: .*curriculum/seed0/arms.json has no arm 'uniform'"):
+        findings.main(["run", "--findings", "prioritized", "--borrow", "uniform=curriculum:uniform", "--base", str(out),
+                       "--out", str(out), "--seeds", "0"])

@@ -158,10 +158,14 @@ def arm_run(entry: str) -> ArmRun:
     return ArmRun(path if path.is_absolute() else ROOT / path, model or "rl")
 
 
-def seed_run(out: Path, label_arm: str, seed: int) -> Path:
-    """The run directory of one seed of LABEL:ARM."""
-    label, arm = label_arm.split(":")
-    return arm_run(json.loads((out / label / f"seed{seed}" / "arms.json").read_text())[arm]).dir
+def seed_entry(out: Path, label_arm: str, seed: int, option: str) -> str:
+    """The arms.json entry of one seed of LABEL:ARM (what --borrow and --long-from name)."""
+    label, _, arm = label_arm.partition(":")
+    path = out / label / f"seed{seed}" / "arms.json"
+    mapping = json.loads(path.read_text()) if path.is_file() else {}
+    if arm not in mapping:
+        raise SystemExit(f"error: {option}{label_arm}: {path} has no arm '{arm}' (run that label for seed {seed} first)")
+    return mapping[arm]
 
 
 def is_done(run_dir: Path) -> bool:
@@ -183,15 +187,16 @@ def cmd_run(args) -> int:
             if from_long and args.only:
                 raise SystemExit(f"error: --only does not apply to {experiment} (its arms are the stages of one run; "
                                  "override stages= and eval.models= instead)")
-            long_model = str(seed_run(out, args.long_from, seed) / "rl" / "model") if from_long and args.long_from else None
+            long_model = None
+            if from_long and args.long_from:
+                long_model = str(arm_run(seed_entry(out, args.long_from, seed, "--long-from ")).dir / "rl" / "model")
             arms = finding_arms(experiment, seed, args.base, args.overrides, args.checkpoint_every, arm_bases, long_model)
             mapping = {}
             for arm, cfg in arms.items():
                 if args.only and arm not in args.only.split(",") and arm not in borrowed:
                     continue
                 if arm in borrowed:  # this seed's run of an arm of another results directory
-                    other_label, other_arm = borrowed[arm].split(":")
-                    mapping[arm] = json.loads((out / other_label / f"seed{seed}" / "arms.json").read_text())[other_arm]
+                    mapping[arm] = seed_entry(out, borrowed[arm], seed, f"--borrow {arm}=")
                     continue
                 run_dir = out / "pool" / fingerprint(cfg)
                 if from_long:
