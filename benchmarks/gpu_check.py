@@ -1,19 +1,26 @@
-"""One-GPU check: packed training tokens/s and MFU, rollout tokens/s (ours vs HF generate), FSDP2 sanity.
+"""One-GPU check: packed training tokens/s and MFU, the flash-attention varlen kernel on packed rows
+against padded SDPA, rollout tokens/s (ours vs HF generate), FSDP2 sanity.
 
 Runs with the device machine's own packages (torch, transformers, pyyaml; lightning is not needed):
 it imports from k15 only modules that need nothing else (k15.rollout.engine, k15.data.packing,
-k15.perf). Start it through benchmarks/gpu_check.sh, which checks those packages first.
+k15.models.attention, k15.perf). Start it through benchmarks/gpu_check.sh, which checks those
+packages first.
 
     python benchmarks/gpu_check.py               # on a CUDA GPU: configs/model/0.5b.yaml, bf16
     python benchmarks/gpu_check.py --cpu-dry-run # the same code paths at tiny size on CPU, fp32
 
 1. train: a Qwen2-shaped decoder from the model preset, fp32 master weights with bf16 autocast,
-   AdamW, rows packed from variable-length documents (position ids restart per document). Attention:
+   AdamW, rows packed from variable-length documents (position ids restart per document) and given
+   to the model as training does (k15.data.packing.model_inputs, the varlen form). Attention:
    flash-attn varlen (HF flash_attention_2) if flash_attn is installed, else torch's own varlen flash
-   kernel (torch.nn.attention.varlen) if this torch has it, else SDPA with a block-diagonal mask.
+   kernel (torch.nn.attention.varlen) if this torch has it, else SDPA (mask built from the positions).
    MFU = (6 x matmul params + causal attention FLOPs) x tokens/s over the bf16 dense peak.
-2. rollout: RolloutEngine vs HF generate(), same model in bf16, greedy, no stop token.
-3. fsdp: FSDP2 `fully_shard` on a one-process group (nccl on GPU, gloo on CPU), a few steps.
+2. varlen: the same documents packed (varlen form, flash_attention_2) and padded one per row (SDPA
+   with a padding mask), bf16 weights: |loss difference|, max |per-token log-prob difference| and
+   tokens/s (forward + backward) of both. Without flash-attn (or CUDA) flash is reported skipped
+   and the packed side runs on SDPA, which the CPU dry run checks in fp32.
+3. rollout: RolloutEngine vs HF generate(), same model in bf16, greedy, no stop token.
+4. fsdp: FSDP2 `fully_shard` on a one-process group (nccl on GPU, gloo on CPU), a few steps.
 Peak GPU memory is reset per phase (k15.perf). Figures go to $OUT/gpu_check.json when OUT is set.
 The last line is `gpu_check ratio=X.XX` (rollout tokens/s, ours over HF).
 """
@@ -36,7 +43,8 @@ from transformers import AttentionInterface, Qwen2Config, Qwen2ForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from k15.data.packing import document_mask  # noqa: E402
+from k15.data.packing import IGNORE, model_inputs, pack_examples  # noqa: E402
+from k15.models.attention import check_attn_implementation  # noqa: E402
 from k15.perf import read_gpu_peak_mb  # noqa: E402
 from k15.rollout.engine import RolloutEngine, SamplingParams  # noqa: E402
 
@@ -103,9 +111,6 @@ def flash_attn_installed() -> bool:
     return True
 
 
-_CU: dict[str, object] = {}  # the current batch's document boundaries, set before each forward
-
-
 def reference_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, 0), enable_gqa=False):
     """varlen_attn's contract, one causal SDPA per document: stands in for the CUDA kernel in the CPU dry run."""
     out = torch.empty_like(q)
@@ -117,7 +122,8 @@ def reference_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, wind
 
 
 def torch_varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """HF attention function over torch.nn.attention.varlen: the packed row is one long sequence of documents."""
+    """HF attention function over torch.nn.attention.varlen, on the boundaries model_inputs passes (cu_seq_lens_q):
+    the batch is one long sequence of documents."""
     if query.is_cuda:
         from torch.nn.attention.varlen import varlen_attn
     else:
@@ -128,7 +134,7 @@ def torch_varlen_attention(module, query, key, value, attention_mask, scaling=No
     if query.is_cuda and dtype == torch.float32:  # HF's rotary step promotes q/k to fp32 under autocast;
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16  # flash needs 16-bit
     q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d).to(dtype) for x in (query, key, value))
-    cu, max_len = _CU["cu"], _CU["max"]
+    cu, max_len = kwargs["cu_seq_lens_q"], kwargs["max_length_q"]
     kw = {"scale": scaling}
     params = inspect.signature(varlen_attn).parameters
     if "window_size" in params:
@@ -147,7 +153,7 @@ def torch_varlen_attention(module, query, key, value, attention_mask, scaling=No
 
 def pick_attention(device: torch.device) -> str:
     """The fastest packed-attention kernel here. On CPU (dry run) the varlen path runs on a reference kernel."""
-    if device.type == "cuda" and flash_attn_installed():
+    if check_attn_implementation("flash_attention_2", device.type) is None:
         return "flash_attention_2"
     if device.type == "cuda":
         try:
@@ -158,15 +164,15 @@ def pick_attention(device: torch.device) -> str:
     return "torch_varlen"
 
 
-def packed_loss_matches_masked(model, batch, attention: str, device: torch.device, autocast: bool) -> float:
-    """|loss(varlen kernel) - loss(SDPA + block-diagonal mask)| on one batch: both must compute the same thing."""
+def packed_loss_matches_sdpa(model, batch, attention: str, device: torch.device, autocast: bool) -> float:
+    """|loss(varlen kernel) - loss(SDPA)| on one packed batch: both must compute the same thing."""
     if attention == "sdpa":
         return 0.0
     losses = []
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         for name in (attention, "sdpa"):
             model.config._attn_implementation = name
-            losses.append(float(model(**model_inputs(batch, name, device)).loss))
+            losses.append(float(model(**train_inputs(batch, device)).loss))
     model.config._attn_implementation = attention
     return abs(losses[0] - losses[1])
 
@@ -195,18 +201,11 @@ def packed_batch(rows: int, row_len: int, vocab: int, rng: random.Random) -> tup
     return docs_per_row, {"input_ids": t(ids), "position_ids": t(pos), "doc_ids": t(doc)}
 
 
-def model_inputs(batch: dict, attention: str, device: torch.device) -> dict:
+def train_inputs(batch: dict, device: torch.device) -> dict:
+    """The packed batch as training hands it to the model (k15.data.packing.model_inputs), on `device`."""
     ids, pos = batch["input_ids"].to(device), batch["position_ids"].to(device)
-    labels = ids.clone()
-    labels[pos == 0] = -100  # a document's first token is not predicted from the previous document
-    if attention == "sdpa":
-        return {"input_ids": ids, "position_ids": pos, "labels": labels, "attention_mask": document_mask(batch["doc_ids"].to(device))}
-    # varlen kernels: all rows as one sequence, boundaries where the position restarts
-    flat = pos.reshape(1, -1)
-    starts = torch.nonzero(flat[0] == 0).squeeze(1)
-    cu = torch.cat([starts, torch.tensor([flat.shape[1]], device=device)]).to(torch.int32)
-    _CU["cu"], _CU["max"] = cu, int((cu[1:] - cu[:-1]).max())
-    return {"input_ids": ids.reshape(1, -1), "position_ids": flat, "labels": labels.reshape(1, -1)}
+    labels = ids.masked_fill(pos == 0, IGNORE)  # a document's first token is not predicted from the previous one
+    return model_inputs({"input_ids": ids, "labels": labels, "position_ids": pos})
 
 
 def matmul_params(model: torch.nn.Module, cfg: Qwen2Config) -> int:
@@ -236,10 +235,10 @@ def train_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) ->
     times, losses, flops = [], [], []
     fallback = None
     try:
-        loss_gap = packed_loss_matches_masked(model, batches[0][1], attention, device, autocast)
+        loss_gap = packed_loss_matches_sdpa(model, batches[0][1], attention, device, autocast)
         if loss_gap > (2e-2 if autocast else 1e-4):
-            raise RuntimeError(f"{attention} and masked SDPA disagree on the packed loss by {loss_gap:.2e}")
-    except Exception as e:  # a kernel that fails or disagrees is reported, and masked SDPA is timed instead
+            raise RuntimeError(f"{attention} and SDPA disagree on the packed loss by {loss_gap:.2e}")
+    except Exception as e:  # a kernel that fails or disagrees is reported, and SDPA is timed instead
         fallback = f"{attention} failed ({type(e).__name__}: {str(e)[:300]}); timed sdpa instead"
         print(f"train: {fallback}", flush=True)
         attention, loss_gap = "sdpa", 0.0
@@ -247,7 +246,7 @@ def train_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) ->
     read_gpu_peak_mb()
     for step in range(3 + args.steps):
         docs, batch = batches[step % len(batches)]
-        seconds, loss = timed_step(model, model_inputs(batch, attention, device), opt, device, autocast)
+        seconds, loss = timed_step(model, train_inputs(batch, device), opt, device, autocast)
         if step >= 3:
             times.append(seconds)
             losses.append(loss)
@@ -261,12 +260,99 @@ def train_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) ->
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
     out = {
-        "attention": attention, "attention_fallback": fallback, "loss_gap_vs_masked_sdpa": loss_gap, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "attention": attention, "attention_fallback": fallback, "loss_gap_vs_sdpa": loss_gap, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "tokens_per_step": tokens, "step_s_median": seconds, "tokens_per_s": tokens / seconds,
         "tflops": achieved, "mfu": achieved / peak if peak else None, "peak_tflops": peak,
         "loss_first_last": [losses[0], losses[-1]], "gpu_peak_mb": read_gpu_peak_mb(),
     }
     del model, opt
+    return out
+
+
+def random_documents(total: int, longest: int, vocab: int, rng: random.Random) -> list[list[int]]:
+    """Documents of 8..longest random tokens, about `total` tokens in all."""
+    docs, used = [], 0
+    while used < total:
+        docs.append([rng.randrange(1, vocab) for _ in range(rng.randint(8, longest))])
+        used += len(docs[-1])
+    return docs
+
+
+def padded_inputs(docs: list[list[int]], device: torch.device) -> dict:
+    """One document per row, right-padded, with the usual 2D padding mask."""
+    width = max(map(len, docs))
+    ids = torch.zeros(len(docs), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, d in enumerate(docs):
+        ids[r, : len(d)], mask[r, : len(d)] = torch.tensor(d), 1
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def doc_logprobs(logits: torch.Tensor, ids: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """[n - 1] fp32 log p(token t | the tokens before it) of the document at ids[start:start + n]."""
+    lp = F.log_softmax(logits[start : start + n - 1].float(), dim=-1)  # one document at a time: vocab-wide fp32 is big
+    return lp.gather(1, ids[start + 1 : start + n, None]).squeeze(1)
+
+
+def fwd_bwd_seconds(model, inputs: dict, device: torch.device, reps: int) -> float:
+    """Median seconds of a forward + backward (no optimizer step) after one warm-up."""
+    times = []
+    for rep in range(reps + 1):
+        sync(device)
+        start = time.perf_counter()
+        model(**inputs).loss.backward()
+        sync(device)
+        if rep:
+            times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return sorted(times)[len(times) // 2]
+
+
+def varlen_phase(args, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype) -> dict:
+    """Packed rows in the varlen form under flash_attention_2 vs the same documents padded under SDPA."""
+    skipped = check_attn_implementation("flash_attention_2", device.type)
+    packed_attention = "sdpa" if skipped else "flash_attention_2"
+    if skipped:
+        print(f"varlen: flash_attention_2 skipped ({skipped}); packed rows run on sdpa", flush=True)
+    rows, row_len = min(args.rows, 2), args.row_len
+    docs = random_documents(int(rows * row_len * 0.9), row_len // 4, cfg.vocab_size, random.Random(2))
+    packed = pack_examples([(d, d) for d in docs], row_len, pad_id=0)
+    packed_in = model_inputs({k: packed[k].to(device) for k in ("input_ids", "labels", "position_ids")})
+    padded_in = padded_inputs(docs, device)
+    with torch.device(device):
+        model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=dtype)
+    model.eval()  # no dropout either way; gradients still flow for the timing
+    read_gpu_peak_mb()
+    with torch.no_grad():
+        model.set_attn_implementation(packed_attention)
+        packed_out = model(**packed_in)
+        model.set_attn_implementation("sdpa")
+        padded_out = model(**padded_in)
+        ids = packed["input_ids"].to(device)
+        where = [(r, c) for r, row in enumerate(packed["position_ids"].tolist())
+                 for c, pos in enumerate(row) if pos == 0 and packed["doc_ids"][r, c] >= 0]
+        gaps = torch.cat([(doc_logprobs(packed_out.logits[r], ids[r], c, len(d))
+                           - doc_logprobs(padded_out.logits[i], padded_in["input_ids"][i], 0, len(d))).abs()
+                          for i, (d, (r, c)) in enumerate(zip(docs, where))])
+    loss_gap = abs(float(packed_out.loss) - float(padded_out.loss))
+    del packed_out, padded_out
+    tokens = sum(map(len, docs))
+    reps = 1 if args.cpu_dry_run else 3
+    model.set_attn_implementation(packed_attention)
+    packed_s = fwd_bwd_seconds(model, packed_in, device, reps)
+    model.set_attn_implementation("sdpa")
+    padded_s = fwd_bwd_seconds(model, padded_in, device, reps)
+    limit = 1e-4 if dtype == torch.float32 else 5e-2
+    out = {
+        "packed_attention": packed_attention, "flash_attention_2": f"skipped: {skipped}" if skipped else "ran",
+        "dtype": str(dtype).removeprefix("torch."), "documents": len(docs), "tokens": tokens,
+        "packed_shape": list(packed["input_ids"].shape), "padded_shape": list(padded_in["input_ids"].shape),
+        "loss_abs_diff": loss_gap, "logprob_max_abs_diff": float(gaps.max()), "logprob_mean_abs_diff": float(gaps.mean()),
+        "packed_tokens_per_s": tokens / packed_s, "padded_tokens_per_s": tokens / padded_s,
+        "agree": loss_gap <= limit, "gpu_peak_mb": read_gpu_peak_mb(),
+    }
+    del model
     return out
 
 
@@ -328,7 +414,7 @@ def fsdp_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) -> 
         fully_shard(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         _, batch = packed_batch(min(args.rows, 2), min(args.row_len, 1024), cfg.vocab_size, random.Random(1))
-        inputs = model_inputs(batch, "sdpa", device)
+        inputs = train_inputs(batch, device)
         read_gpu_peak_mb()
         losses, times = [], []
         for _ in range(args.fsdp_steps):  # the same batch each step: the loss must fall
@@ -363,6 +449,7 @@ def main() -> None:
     print(json.dumps(report), flush=True)
     out_dir = os.environ.get("OUT")
     for name, phase in (("train", lambda: train_phase(args, cfg, device, autocast)),
+                        ("varlen", lambda: varlen_phase(args, cfg, device, dtype)),
                         ("rollout", lambda: rollout_phase(args, cfg, device, dtype)),
                         ("fsdp", lambda: fsdp_phase(args, cfg, device, autocast))):
         start = time.perf_counter()
@@ -376,16 +463,22 @@ def main() -> None:
             torch.cuda.empty_cache()
         if out_dir:
             Path(out_dir, "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    t, r, f = report["train"], report["rollout"], report["fsdp"]
+    t, v, r, f = report["train"], report["varlen"], report["rollout"], report["fsdp"]
     print("\n| check | result |\n|---|---|")
     if "error" not in t:
         mfu = f"{t['mfu']:.1%}" if t["mfu"] is not None else "n/a"
         print(f"| train ({t['params_m']:.0f}M, {t['attention']}) | {t['tokens_per_s']:.0f} tok/s, {t['tflops']:.1f} TFLOP/s, MFU {mfu} |")
+    if "error" not in v:
+        print(f"| packed ({v['packed_attention']}) vs padded (sdpa), {v['dtype']} | loss diff {v['loss_abs_diff']:.2e}, "
+              f"log-prob max diff {v['logprob_max_abs_diff']:.2e}; {v['packed_tokens_per_s']:.0f} vs "
+              f"{v['padded_tokens_per_s']:.0f} tok/s; flash_attention_2 {v['flash_attention_2']} |")
     if "error" not in r:
         print(f"| rollout | ours {r['ours_tokens_per_s']:.0f} tok/s, HF {r['hf_tokens_per_s']:.0f} tok/s, greedy identical rows {r['greedy_rows_identical_frac']:.0%} |")
     if "error" not in f:
         print(f"| fsdp2 (1 process) | losses {', '.join(f'{x:.3f}' for x in f['losses'])}, fell: {f['loss_fell']} |")
-    failed = [k for k in ("train", "rollout", "fsdp") if "error" in report[k]]
+    failed = [k for k in ("train", "varlen", "rollout", "fsdp") if "error" in report[k]]
+    if v.get("agree") is False:
+        failed.append("varlen (packed and padded losses disagree)")
     if failed:
         print(f"FAILED phases: {', '.join(failed)} (errors above)")
     print(f"gpu_check ratio={r.get('ratio', float('nan')):.2f}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-GPU check of k15 (see benchmarks/gpu_check.py): packed training tok/s + MFU on the 0.5b preset,
-# rollout tok/s ours vs HF generate, a one-process FSDP2 run. Uses the machine's own python3 and
-# packages (no venv); stops at once, naming them, if any it needs is missing. Under 10 minutes on an H200.
+# packed rows under flash_attention_2 vs padded SDPA (loss and log-prob agreement, tok/s; skipped
+# without flash-attn), rollout tok/s ours vs HF generate, a one-process FSDP2 run. Uses the machine's
+# own python3 and packages (no venv); stops at once, naming them, if any it needs is missing. Under
+# 10 minutes on an H200.
 #
 #   benchmarks/gpu_check.sh                 # on the GPU machine; figures in $OUT/gpu_check.json and .log
 #   benchmarks/gpu_check.sh --cpu-dry-run   # tiny sizes on CPU: exercises the same code paths

@@ -21,7 +21,7 @@ import torch
 
 from k15.config import ModelConfig, WorldConfig
 from k15.data.packing import IGNORE, model_inputs, pack_examples
-from k15.data.sft import tokenize_example
+from k15.chat import RAW
 from k15.models.decoder import build_decoder
 from k15.synthetic.corpus import sft_examples
 from k15.tokenizer import build_synthetic_tokenizer
@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = build_synthetic_tokenizer()
-    examples = [tokenize_example(tok, p, r) for p, r in sft_examples(WorldConfig(), args.batch * args.steps, 0.5, seed=0)]
+    examples = [RAW.example(tok, p, r) for p, r in sft_examples(WorldConfig(), args.batch * args.steps, 0.5, seed=0)]
     batches = [examples[i : i + args.batch] for i in range(0, len(examples), args.batch)]
     tokens = [sum(len(ids) for ids, _ in b) for b in batches]
     base = build_decoder(ModelConfig(), tok)

@@ -6,8 +6,9 @@
     python -m experiments.run --resume RUN_DIR        continue an interrupted run where it stopped
 
 An experiment is a module experiments/NAME.py whose `config()` returns an ExperimentConfig, or a
-dict {arm name: ExperimentConfig} for an ablation. Bad input ends with one line naming the problem
-and exit status 2; `--debug` shows the traceback.
+dict {arm name: ExperimentConfig} for an ablation; its optional `REQUIRED` dict names the keys a user
+must set ({key: what to pass}, e.g. a checkpoint directory). Bad input ends with one line naming the
+problem and exit status 2; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -44,15 +45,29 @@ def describe(module) -> str:
 
 def resolve(name: str, overrides: list[str]) -> dict[str, ExperimentConfig]:
     """{arm: config} with overrides applied and validated; a single-config experiment has one arm ''."""
-    built = load_experiment(name).config()
+    module = load_experiment(name)
+    built = module.config()
     arms = built if isinstance(built, dict) else {"": built}
     resolved = {}
     for arm, cfg in arms.items():
         if not isinstance(cfg, ExperimentConfig):
             raise ConfigError(f"experiments/{name}.py: config() must return ExperimentConfig or a dict of them")
+        check_required(name, module, cfg, overrides)
         cfg.run.name = f"{name}/{arm}" if arm else name
         resolved[arm] = apply_overrides(cfg, overrides)
     return resolved
+
+
+def check_required(name: str, module, cfg: ExperimentConfig, overrides: list[str]) -> None:
+    """The keys experiments/NAME.py lists in REQUIRED must be set, by the experiment or on the command line."""
+    from omegaconf import OmegaConf
+
+    given = {o.partition("=")[0].strip() for o in overrides}
+    node = OmegaConf.structured(cfg)
+    missing = [f"{key}={what}" for key, what in getattr(module, "REQUIRED", {}).items()
+               if key not in given and OmegaConf.select(node, key) is None]
+    if missing:
+        raise ConfigError(f"experiment '{name}' needs {' and '.join(missing)}")
 
 
 def resume(run_dir: Path) -> int:
@@ -63,8 +78,12 @@ def resume(run_dir: Path) -> int:
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    from k15.preflight import preflight
+
     quiet_libraries()
-    run_pipeline(load_yaml(run_dir / "config.yaml"), run_dir, resume=True)
+    cfg = load_yaml(run_dir / "config.yaml")
+    preflight(cfg)
+    run_pipeline(cfg, run_dir, resume=True)
     return 0
 
 
@@ -95,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from k15.arms import run_arms  # heavy imports only when something runs
         from k15.pipeline import run_pipeline
+        from k15.preflight import preflight
         from k15.quiet import quiet_libraries
         from k15.runs import create_run_dir, new_run_dir
 
         quiet_libraries()
+        for cfg in arms.values():  # every file the run will read, before anything is written
+            preflight(cfg)
         if list(arms) == [""]:
             run_pipeline(arms[""], create_run_dir(arms[""]))
         else:

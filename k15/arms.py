@@ -18,8 +18,8 @@ from k15.runs import write_text_atomic
 # Which config sections each stage reads, beyond run.seed and the stages before it.
 STAGE_SECTIONS = {
     "pretrain": ("model", "world", "trainer", "pretrain"),
-    "sft": ("model", "world", "trainer", "sft"),
-    "rl": ("model", "world", "trainer", "rl", "vlm"),
+    "sft": ("model", "world", "trainer", "sft", "data"),
+    "rl": ("model", "world", "trainer", "rl", "vlm", "data", "rewards"),
     **{stage: ("model", "world", "trainer", "vlm", stage) for stage in VISION_STAGES},
 }
 

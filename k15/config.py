@@ -18,7 +18,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from k15.errors import ConfigError
+from k15.errors import CheckpointError, ConfigError
+from k15.models.attention import check_attn_implementation
+from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
+from k15.rewards.answers import GOLD_SOURCES as ANSWER_FROM
 from k15.models.projector import ProjectorConfig
 from k15.models.vision import VisionConfig
 from k15.rewards.code import CodeConfig
@@ -71,6 +74,28 @@ class WorldConfig:
     heldout_fraction: float = 0.1  # share of all problems reserved for evaluation (split by hash)
     error_rate: float = 0.1  # long CoT: chance that a step is first written wrong, then corrected
     seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """A researcher's own data: how prompts are shown to the model, and how prompt files map onto k15's fields.
+
+    The mapping applies to every prompt file of the run (rl.prompt_path, eval.prompt_path) and to
+    sft.data_path (prompt_field + response_field); see k15/data/prompts.py and k15/chat.py.
+    """
+
+    # none: raw text after <bos> (the tiny world) | model: the checkpoint's own chat template | a Jinja file
+    chat_template: str = "none"
+    system_prompt: str | None = None  # with a chat template: a system turn before each prompt
+    prompt_field: str = "prompt"  # e.g. problem (MATH), question (GSM8K)
+    answer_field: str = "answer"  # e.g. solution (MATH), answer (GSM8K)
+    answer_from: str = "none"  # the gold answer inside answer_field: none (as is) | gsm8k (after ####) | boxed (last \boxed{})
+    response_field: str = "response"  # SFT files: the target response (e.g. solution)
+    id_field: str = "id"  # optional in the file: a hash of the prompt text when absent
+    difficulty_field: str = "difficulty"  # optional: an integer, or a text holding one ("Level 3")
+    domain_field: str = "domain"  # optional: picks the verifier (math, arithmetic, code, ...)
+    default_domain: str = "math"  # the domain of rows without one
+    max_missing_answers: float = 0.05  # rows without a gold answer are dropped and counted; above this share: refused
 
 
 @dataclass
@@ -283,8 +308,11 @@ class RewardConfig:
 @dataclass
 class EvalConfig:
     models: list[str] = field(default_factory=lambda: ["sft"])  # stages whose models to evaluate; "init" = model.init_from
-    problems_per_level: int = 64
-    samples_per_problem: int = 4  # pass@1 is the mean over these samples
+    prompt_path: str | None = None  # a held-out prompt set (data.* mapping); default: the synthetic world's held-out problems
+    num_prompts: int = 0  # with prompt_path: evaluate the first this many prompts; 0: all
+    problems_per_level: int = 64  # the synthetic world
+    samples_per_problem: int = 4  # n: pass@1 is the mean over these samples
+    pass_k: list[int] = field(default_factory=lambda: [1])  # unbiased pass@k from the n samples (k <= n)
     temperature: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 256
@@ -313,6 +341,7 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -476,6 +505,12 @@ def _type_name(cfg: Any, key: str) -> str:
     return str(annotation).replace("typing.", "")
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
 
@@ -499,6 +534,28 @@ def validate(cfg: ExperimentConfig) -> None:
         need(getattr(m, name) > 0, f"model.{name} must be > 0, got {getattr(m, name)}")
     need(m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size must be divisible by model.num_heads")
     need(m.num_heads % max(m.num_kv_heads, 1) == 0, "model.num_heads must be divisible by model.num_kv_heads")
+    d = cfg.data
+    need(d.chat_template in ("none", "model") or Path(d.chat_template).is_file(),
+         f"data.chat_template must be none, model or a Jinja file; {d.chat_template} is none of these")
+    need(d.chat_template != "none" or not d.system_prompt,
+         "data.system_prompt needs a chat template (data.chat_template=model or a Jinja file)")
+    need(d.answer_from in ANSWER_FROM, f"data.answer_from must be one of {', '.join(ANSWER_FROM)}, got '{d.answer_from}'")
+    need(0.0 <= d.max_missing_answers <= 1.0, f"data.max_missing_answers must be in [0, 1], got {d.max_missing_answers}")
+    for key, path, stages in (("rl.prompt_path", cfg.rl.prompt_path, ("rl", "l2s_rl", "shortest_rs", "dpo")),
+                              ("eval.prompt_path", cfg.eval.prompt_path, ("eval",)),
+                              ("sft.data_path", cfg.sft.data_path, ("sft",)),
+                              ("pretrain.data_path", cfg.pretrain.data_path, ("pretrain",))):
+        if path and set(stages) & set(cfg.stages):
+            need(Path(path).exists(), f"{key}: {path} does not exist")
+    try:  # a hub id, a missing directory, or one without config, weights or tokenizer files
+        if m.init_from:
+            check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
+        if m.tokenizer:
+            check_tokenizer_dir(m.tokenizer, "model.tokenizer")
+    except CheckpointError as exc:
+        problems.append(str(exc))
+    attn_problem = check_attn_implementation(m.attn_implementation, cfg.trainer.accelerator)
+    need(attn_problem is None, f"model.attn_implementation: {attn_problem}")
     w = cfg.world
     need(1 <= w.min_level <= w.max_level <= 9, f"world levels need 1 <= min_level <= max_level <= 9, got {w.min_level}..{w.max_level}")
     need(0.0 < w.heldout_fraction < 1.0, f"world.heldout_fraction must be in (0, 1), got {w.heldout_fraction}")
@@ -601,6 +658,9 @@ def validate(cfg: ExperimentConfig) -> None:
     e = cfg.eval
     for name in ("problems_per_level", "samples_per_problem", "max_new_tokens", "batch_size"):
         need(getattr(e, name) > 0, f"eval.{name} must be > 0, got {getattr(e, name)}")
+    need(e.num_prompts >= 0, f"eval.num_prompts must be >= 0 (0: all), got {e.num_prompts}")
+    need(bool(e.pass_k) and all(1 <= k <= e.samples_per_problem for k in e.pass_k),
+         f"eval.pass_k must be values in [1, eval.samples_per_problem={e.samples_per_problem}], got {e.pass_k}")
     need(e.temperature >= 0, f"eval.temperature must be >= 0, got {e.temperature}")
     trained_before_eval = [s for s in cfg.stages[: cfg.stages.index("eval")] if s in MODEL_STAGES] if "eval" in cfg.stages else []
     if m.init_from:
@@ -629,6 +689,8 @@ def validate(cfg: ExperimentConfig) -> None:
     t = cfg.trainer
     need(t.devices > 0 and t.num_nodes > 0, "trainer.devices and trainer.num_nodes must be > 0")
     need(t.strategy in STRATEGIES, f"trainer.strategy must be one of {', '.join(STRATEGIES)}, got '{t.strategy}'")
+    need(t.accelerator not in ("gpu", "cuda") or _cuda_available(),
+         f"trainer.accelerator={t.accelerator} but no CUDA device is visible; on a CPU machine add trainer=cpu")
     need(t.strategy != "fsdp" or t.accelerator != "cpu",
          "trainer.strategy=fsdp needs GPUs (Lightning's FSDPStrategy refuses CPU); use trainer.strategy=fsdp2 on CPU")
     need(t.strategy != "fsdp" or not {"rl", "l2s_rl"} & set(cfg.stages),

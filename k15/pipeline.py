@@ -21,9 +21,10 @@ from rich.table import Table
 from k15.config import MODEL_STAGES, VISION_STAGES, ExperimentConfig
 from k15.callbacks.checkpoint import IterationCheckpoint
 from k15.data.pretrain import TextPretrainDataModule
-from k15.data.prompts import PromptDataModule, write_prompt_set
-from k15.data.sft import SFTDataModule
-from k15.eval.evaluate import EvalResult, evaluate, sample_problems_for_logging
+from k15.chat import RAW, ChatFormat, chat_format_of
+from k15.data.prompts import FieldMap, PromptDataModule, read_prompt_set, write_prompt_set
+from k15.data.sft import SFTDataModule, read_sft_examples
+from k15.eval.evaluate import EvalResult, evaluate, evaluate_prompt_set, sample_problems_for_logging
 from k15.eval.plots import accuracy_vs_tokens, save_figure
 from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
 from k15.models.policy import export_policy, load_policy
@@ -35,7 +36,6 @@ from k15.modules.sft import SFTModule
 from k15.errors import DataError
 from k15.perf import stage_memory
 from k15.runs import Summary
-from k15.tokenizer import prompt_ids
 from k15.trainer import make_trainer, stage_logger
 
 # Rich assumes 80 columns when stderr is not a terminal (a log file, CI): too narrow for the tables.
@@ -103,31 +103,37 @@ def run_pipeline(
 
 
 def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | None, module_cls, make_data, stage_cfg,
-           ckpt_path: Path | None = None) -> Path:
+           ckpt_path: Path | None = None, chat: bool = False, sample_prompts: list[str] | None = None) -> Path:
+    """A next-token stage (pretraining, SFT); `chat`: prompts in the run's chat format (`data.chat_template`)."""
     L.seed_everything(cfg.run.seed, verbose=False)
     model, tok = load_model_and_tokenizer(cfg.model, init_from)
     model.train()  # from_pretrained returns a model in eval mode
     console.print(f"{stage}: {num_parameters(model) / 1e6:.2f}M parameters, from {init_from or cfg.model.init_from or 'scratch'}")
     stage_dir = run_dir / stage
+    fmt = chat_format_of(cfg.data, tok) if chat else RAW
     module = module_cls(
         model, tok, stage_cfg.optim, stage_cfg.max_steps,
-        sample_prompts=sample_problems_for_logging(cfg.world),
+        sample_prompts=sample_prompts or sample_problems_for_logging(cfg.world),
         sample_every_n_steps=cfg.trainer.sample_every_n_steps,
         max_nonfinite_in_a_row=cfg.trainer.max_nonfinite_in_a_row,
+        chat=fmt,
     )
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), stage_cfg.max_steps, stage_cfg.optim.grad_clip)
-    trainer.fit(module, datamodule=make_data(tok), ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=make_data(tok, fmt), ckpt_path=ckpt_path)
     return export(model, tok, stage_dir / "model")
 
 
 def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None) -> Path:
-    data = lambda tok: TextPretrainDataModule(tok, cfg.pretrain, cfg.world, cfg.run.seed)
+    data = lambda tok, fmt: TextPretrainDataModule(tok, cfg.pretrain, cfg.world, cfg.run.seed)
     return _train(cfg, run_dir, "pretrain", init_from, PretrainModule, data, cfg.pretrain, ckpt_path)
 
 
 def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stage: str = "sft", ckpt_path: Path | None = None) -> Path:
-    data = lambda tok: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len)
-    return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft, ckpt_path)
+    data = lambda tok, fmt: SFTDataModule(tok, cfg.sft, cfg.world, cfg.run.seed, cfg.model.max_seq_len, cfg.data, fmt)
+    shown = None
+    if cfg.sft.data_path:  # watch generations on the user's own prompts
+        shown = [p for p, _ in read_sft_examples(cfg.sft.data_path, cfg.data.prompt_field, cfg.data.response_field)[:6]]
+    return _train(cfg, run_dir, stage, init_from, SFTModule, data, cfg.sft, ckpt_path, chat=True, sample_prompts=shown)
 
 
 def train_rl(
@@ -148,16 +154,19 @@ def train_rl(
         settings = {"tasks": cfg.vlm.tasks, "n": r.num_prompts, "seed": cfg.run.seed, "world": asdict(cfg.world)}
         write_once(out, settings, lambda tmp: write_vision_prompt_set(tmp, cfg.vlm.tasks, r.num_prompts, cfg.run.seed + 2, cfg.world))
         prompt_path = out / "prompts.jsonl"
-    data = PromptDataModule(cfg.world, prompt_path, r.num_prompts, r.iterations, cfg.run.seed)
+    data = PromptDataModule(cfg.world, prompt_path, r.num_prompts, r.iterations, cfg.run.seed, FieldMap.from_config(cfg.data))
     data.setup()
+    chat = RAW if isinstance(model, VisionLanguageModel) else chat_format_of(cfg.data, tok)
     write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
     console.print(
         f"{stage}: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
-    check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, prompt_path or "synthetic prompt set", model)
+    check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, prompt_path or "synthetic prompt set",
+                         model, chat)
     module = RLModule(
-        model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards
+        model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards,
+        chat,
     )
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(
@@ -168,10 +177,11 @@ def train_rl(
     return export_policy(model, tok, stage_dir / "model")
 
 
-def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None) -> None:
+def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None, chat: ChatFormat = RAW
+                         ) -> None:
     """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
     for record in records:
-        ids = prompt_ids(tok, record.prompt)
+        ids = chat.prompt_ids(tok, record.prompt)
         n = len(ids)
         if isinstance(model, VisionLanguageModel):
             placeholders = ids.count(model.image_token_id)
@@ -193,12 +203,17 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
     results, other_tasks = {}, {}
     logger = stage_logger(run_dir, "eval")
     writer = logger.experiment
-    for name in cfg.eval.models:
+    e = cfg.eval
+    records = read_prompt_set(e.prompt_path, FieldMap.from_config(cfg.data), "eval.prompt_path") if e.prompt_path else None
+    if records is None and cfg.rl.prompt_path and {"rl", "l2s_rl"} & set(cfg.stages):
+        console.print(f"[bold red]WARNING[/]: RL trained on {cfg.rl.prompt_path}, but evaluation scores the synthetic "
+                      "world's held-out problems; set eval.prompt_path to a held-out set of your own")
+    for name in e.models:
         model, tok = load_policy(cfg.model, exports[name])
         if isinstance(model, VisionLanguageModel):  # the image tasks; "problem" (if evaluated) is the headline
             from k15.eval.vision import evaluate_vision
 
-            by_task = evaluate_vision(model, tok, cfg.world, cfg.eval, cfg.vlm.tasks, seed=cfg.run.seed)
+            by_task = evaluate_vision(model, tok, cfg.world, e, cfg.vlm.tasks, seed=cfg.run.seed)
             main = "problem" if "problem" in by_task else next(iter(by_task))
             result = by_task[main]
             summary.eval(name, {**result.to_dict(), "task": main, "tasks": {t: r.to_dict() for t, r in by_task.items()}})
@@ -206,8 +221,12 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
                 if task != main:
                     other_tasks[f"{name} {task}"] = r
                     log_eval(writer, f"{name}/{task}", r)
+        elif records is not None:
+            chat = chat_format_of(cfg.data, tok)
+            result = evaluate_prompt_set(model, tok, records, e, cfg.run.seed, chat, cfg.rewards)
+            summary.eval(name, {**result.to_dict(), "prompt_path": e.prompt_path})
         else:
-            result = evaluate(model, tok, cfg.world, cfg.eval, seed=cfg.run.seed)
+            result = evaluate(model, tok, cfg.world, e, seed=cfg.run.seed)
             summary.eval(name, result.to_dict())
         results[name] = result
         log_eval(writer, name, result)
@@ -217,33 +236,41 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
         logger.experiment.add_figure("eval/accuracy_vs_tokens", fig, 0)
         console.print(f"plot: {png}")
     logger.finalize("success")
-    console.print(results_table(results, cfg.eval.temperature))
+    console.print(results_table(results, e.temperature))
     if other_tasks:
-        console.print(results_table(other_tasks, cfg.eval.temperature))
+        console.print(results_table(other_tasks, e.temperature))
     return results
 
 
 def log_eval(writer, name: str, result: EvalResult) -> None:
     writer.add_scalar(f"eval/{name}/pass@1", result.pass_at_1, 0)
+    for k in sorted(next(iter(result.levels.values())).pass_at_k):
+        writer.add_scalar(f"eval/{name}/pass@{k}", result.pass_at_k(k), 0)
     writer.add_scalar(f"eval/{name}/mean_tokens", result.mean_tokens, 0)
-    for level, r in result.levels.items():
-        writer.add_scalar(f"eval/{name}/pass@1_level{level}", r.pass_at_1, 0)
+    for group, r in result.levels.items():
+        key = f"level{group}" if result.group_by == "level" else f"{result.group_by}_{group}"
+        writer.add_scalar(f"eval/{name}/pass@1_{key}", r.pass_at_1, 0)
     writer.add_text(f"eval/{name}/examples", "\n".join(f"    {e}" for e in result.examples), 0)
 
 
 def results_table(results: dict[str, EvalResult], temperature: float) -> Table:
-    levels = sorted({level for r in results.values() for level in r.levels})
+    first = next(iter(results.values()))
+    groups = sorted({g for r in results.values() for g in r.levels}, key=lambda g: (isinstance(g, str), g))
+    groups = [] if first.group_by == "all" else groups  # one group: the overall column says it all
+    ks = sorted(next(iter(first.levels.values())).pass_at_k)
     table = Table(title=f"held-out pass@1 (T={temperature:g}) and mean tokens per answer")
     table.add_column("model")
-    for level in levels:
-        table.add_column(f"L{level}", justify="right")
-    table.add_column("mean", justify="right")
+    for group in groups:
+        table.add_column(f"L{group}" if first.group_by == "level" else str(group), justify="right")
+    table.add_column("mean" if first.macro else "all", justify="right")
+    for k in ks:
+        table.add_column(f"pass@{k}", justify="right")
     table.add_column("tokens", justify="right")
     table.add_column("long CoT", justify="right")  # share of answers that think first
     for name, r in results.items():
         long_share = sum(x.long_share * x.samples for x in r.levels.values()) / sum(x.samples for x in r.levels.values())
         table.add_row(
-            name, *(f"{r.levels[level].pass_at_1:.1%}" if level in r.levels else "-" for level in levels),
-            f"{r.pass_at_1:.1%}", f"{r.mean_tokens:.1f}", f"{long_share:.0%}",
+            name, *(f"{r.levels[g].pass_at_1:.1%}" if g in r.levels else "-" for g in groups),
+            f"{r.pass_at_1:.1%}", *(f"{r.pass_at_k(k):.1%}" for k in ks), f"{r.mean_tokens:.1f}", f"{long_share:.0%}",
         )
     return table

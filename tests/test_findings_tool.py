@@ -9,6 +9,18 @@ import pytest
 from tools import findings
 
 
+def tiny_model(path: Path) -> str:
+    """A real (tiny, untrained) model directory, where a finding starts from a checkpoint."""
+    from k15.config import ModelConfig
+    from k15.models.decoder import build_decoder, export
+    from k15.tokenizer import build_synthetic_tokenizer
+
+    tok = build_synthetic_tokenizer()
+    export(build_decoder(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=16), tok),
+           tok, path)
+    return str(path)
+
+
 def fake_run(path, start, final, tokens, seed):
     levels = lambda p, t: {str(l): {"pass@1": p, "mean_tokens": t, "long_share": 0.5, "samples": 4} for l in range(1, 7)}
     ev = lambda p, t: {"pass@1": p, "mean_tokens": t, "levels": levels(p, t)}
@@ -125,9 +137,7 @@ def test_long2short_methods_are_arms_of_one_run(tmp_path):
 
 
 def test_arm_bases_and_long_model_set_where_runs_start(tmp_path):
-    small, long, short = (str(tmp_path / name) for name in ("small_sft", "long", "short"))
-    for d in (small, long, short):
-        Path(d).mkdir()
+    small, long, short = (tiny_model(tmp_path / name) for name in ("small_sft", "long", "short"))
     arms = findings.finding_arms("model_size", 1, None, [], 10, arm_bases={"small": small})
     assert arms["small"].model.init_from == small and arms["small"].stages == ["rl", "eval"]
     assert arms["tiny"].model.init_from is None and arms["tiny"].stages[0] == "pretrain"
@@ -160,5 +170,5 @@ def test_only_keeps_the_arms_it_does_not_run(out, monkeypatch):
 
 def test_a_borrowed_arm_that_does_not_exist_is_a_one_line_error(out):
     with pytest.raises(SystemExit, match=r"--borrow uniform=curriculum:uniform: .*curriculum/seed0/arms.json has no arm 'uniform'"):
-        findings.main(["run", "--findings", "prioritized", "--borrow", "uniform=curriculum:uniform", "--base", str(out),
-                       "--out", str(out), "--seeds", "0"])
+        findings.main(["run", "--findings", "prioritized", "--borrow", "uniform=curriculum:uniform",
+                       "--base", tiny_model(out / "base"), "--out", str(out), "--seeds", "0"])

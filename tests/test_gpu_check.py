@@ -19,6 +19,10 @@ def test_gpu_check_dry_run_exercises_every_phase(tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("gpu_check ratio=")
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["train"]["attention"] == "torch_varlen"  # the varlen plumbing ran (on its CPU reference kernel)
-    assert report["train"]["loss_gap_vs_masked_sdpa"] < 1e-4
+    assert report["train"]["loss_gap_vs_sdpa"] < 1e-4
+    varlen = report["varlen"]  # packed rows in the varlen form vs the same documents padded, fp32 on CPU
+    assert varlen["flash_attention_2"].startswith("skipped:") and varlen["packed_attention"] == "sdpa"
+    assert varlen["agree"] and varlen["loss_abs_diff"] < 1e-5 and varlen["logprob_max_abs_diff"] < 1e-5
+    assert varlen["packed_tokens_per_s"] > 0 and varlen["padded_tokens_per_s"] > 0
     assert report["rollout"]["greedy_rows_identical_frac"] == 1.0  # fp32 on CPU: exact
     assert report["fsdp"]["loss_fell"]

@@ -29,3 +29,12 @@ def test_missing_tokenizer_dir_is_a_clear_error(tmp_path):
 
     with pytest.raises(CheckpointError, match="not found"):
         load_tokenizer(tmp_path / "nope")
+
+
+def test_characters_map_to_their_one_token_even_when_spelled_apart():
+    from k15.tokenizer import char_token_ids
+
+    tok = build_synthetic_tokenizer()
+    assert tok.convert_ids_to_tokens(char_token_ids(tok, "7 ")) == ["7", "Ġ"]  # byte-level spelling of the space
+    assert tok.decode(char_token_ids(tok, "  7-2")) == "  7-2"
+    assert char_token_ids(tok, "A\n") == [None, None]  # outside the alphabet: no token of their own

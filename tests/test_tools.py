@@ -5,7 +5,7 @@ import sys
 
 from k15.data.pretrain import read_text_documents
 from k15.data.prompts import read_prompt_set
-from k15.data.sft import read_sft_jsonl
+from k15.data.sft import read_sft_examples
 from k15.synthetic.arithmetic import is_heldout
 from k15.tokenizer import load_tokenizer
 
@@ -18,7 +18,7 @@ def test_make_synthetic_writes_loadable_files(tmp_path, monkeypatch):
     assert len(prompts) == 50 and {r.difficulty for r in heldout} == set(range(1, 7))
     assert not {r.prompt for r in prompts} & {r.prompt for r in heldout}
     assert all(is_heldout(r.prompt, 0.1) for r in heldout)
-    assert len(read_sft_jsonl(tmp_path / "sft.jsonl")) == 40
+    assert len(read_sft_examples(tmp_path / "sft.jsonl")) == 40
     assert len(read_text_documents(tmp_path / "pretrain.txt")) == 30
     tok = load_tokenizer(tmp_path / "tokenizer")
     assert tok.decode(tok.encode("<answer>7</answer>", add_special_tokens=False)) == "<answer>7</answer>"

@@ -1,10 +1,15 @@
 """Packing variable-length examples into fixed-width rows, with attention kept inside each example.
 
-Several examples share one row; `position_ids` restart at 0 for each, and a block-diagonal causal
-mask stops one example from attending to another. The model therefore computes exactly what it
-would on each example alone, without padding it to the longest one (a test checks packed loss ==
-padded loss). On CPU the mask is a boolean [B, 1, T, T] tensor that SDPA takes as it is; on GPU
-with flash-attn, restarting `position_ids` is what selects its variable-length kernels.
+Several examples share one row and `position_ids` restart at 0 for each. The model therefore
+computes exactly what it would on each example alone, without padding it to the longest one (a test
+checks packed loss == padded loss, on llama and qwen2, under sdpa and eager).
+
+`model_inputs` hands a transformers decoder the packed rows in its "varlen" (padding-free) form:
+no attention mask at all, the documents are told apart by their restarting positions. On
+sdpa/eager transformers builds the block-diagonal causal mask itself from `position_ids`
+(masking_utils.find_packed_sequence_indices); flash_attention_2 runs its variable-length kernel on
+the `cu_seq_lens_*` boundaries we pass alongside. `document_mask` (an explicit [B, 1, T, T] mask
+from doc ids) stays for callers that pass `doc_ids` to a VLM wrapper (k15.models.vlm, hf_vlm).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ def pack_examples(
     `examples` are (input_ids, labels) pairs, labels IGNORE where no loss is taken. Examples longer than
     `row_len` are refused (cut them or raise the row length first). Returns input_ids, labels,
     position_ids and doc_ids ([rows, row_len]; doc_ids is -1 on padding).
+
+    A row's padding (at its end) counts 0, 1, 2, ... like one more document: position-based packing
+    detection then sees it as a segment of its own, which no real token sees, and which sees what
+    document_mask lets padding see (the padding before it), so both forms give the same logits.
     """
     rows: list[list[tuple[list[int], list[int]]]] = [[]]
     used = 0
@@ -49,13 +58,15 @@ def pack_examples(
             position_ids[r, start:end] = torch.arange(len(ids))
             doc_ids[r, start:end] = d
             start = end
+        position_ids[r, start:] = torch.arange(row_len - start)
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
 
 
 def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     """[B, 1, T, T] bool: query t may attend key s iff s <= t and both belong to the same example.
 
-    Padding (doc id -1) attends to itself only, so no row of the mask is empty (SDPA would give NaN).
+    Padding (doc id -1) attends to itself and the padding before it, so no row of the mask is empty
+    (SDPA would give NaN).
     """
     t = doc_ids.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool, device=doc_ids.device).tril()
@@ -63,11 +74,41 @@ def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (same & causal)[:, None]
 
 
-def model_inputs(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keyword arguments for a HF causal LM forward on a packed batch."""
+def document_starts(position_ids: torch.Tensor) -> torch.Tensor:
+    """[S + 1] int32 offsets into the flattened [B * T] batch where each segment starts, then B * T.
+
+    A segment starts wherever the position is 0: at every document and at a row's padding (which
+    pack_examples numbers like a document of its own). This is the cut transformers makes itself
+    from `position_ids` (diff != 1 there, == min for flash-attention), so every backend separates
+    the same segments. A row's first token always starts one: no segment may run into the next row.
+    """
+    is_start = position_ids == 0
+    is_start[:, 0] = True
+    starts = torch.nonzero(is_start.reshape(-1)).flatten()
+    end = torch.tensor([position_ids.numel()], device=position_ids.device)
+    return torch.cat([starts, end]).to(torch.int32)
+
+
+def model_inputs(packed: dict[str, torch.Tensor]) -> dict:
+    """Keyword arguments for a transformers causal LM forward on a packed batch, in the varlen form.
+
+    input_ids, labels, position_ids [B, T] as packed; no attention_mask; cu_seq_lens_q/_k (int32
+    segment offsets over the flattened batch) and max_length_q/_k (int) for flash-attention; and
+    use_cache=False. The last matters: transformers looks for packed documents in `position_ids` only
+    when there is neither a mask nor a cache, and a model whose config says use_cache would create
+    one and then attend causally across the whole row. flash_attention_2 would find the documents
+    from `position_ids` alone only for a single row (batch size 1), hence the explicit boundaries.
+    """
+    position_ids = packed["position_ids"]
+    cu = document_starts(position_ids)
+    longest = int((cu[1:] - cu[:-1]).max())  # one host sync per step; flash-attn wants a Python int
     return {
         "input_ids": packed["input_ids"],
         "labels": packed["labels"],
-        "position_ids": packed["position_ids"],
-        "attention_mask": document_mask(packed["doc_ids"]),
+        "position_ids": position_ids,
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+        "use_cache": False,
     }

@@ -1,21 +1,41 @@
-"""RL prompt sets: JSONL rows of {id, prompt, answer, difficulty, domain} (+ optional images, tests, pass_rate).
+"""RL and evaluation prompt sets, from the files researchers have, through one field mapping.
 
-The synthetic world writes its prompt set in this schema, and a user's file of MATH or AIME problems
-loads through the same code. A malformed row fails with file:line and the field at fault.
+A prompt set is JSONL, Parquet, or a `datasets.save_to_disk` directory (k15.data.tables). Each row
+becomes a PromptRecord through a FieldMap (the `data.*` section of the config):
+
+    prompt       data.prompt_field (required): e.g. `problem` (MATH), `question` (GSM8K)
+    answer       data.answer_field (required), read by data.answer_from: `none` (as is), `gsm8k` (the
+                 value after `####`), `boxed` (the last \\boxed{} of a MATH solution). Rows where it
+                 finds no answer are dropped and counted; above data.max_missing_answers the set is refused.
+    id           data.id_field (optional): else a hash of the prompt text
+    difficulty   data.difficulty_field (optional): an integer, or a text holding one ("Level 3");
+                 curriculum sampling needs it, prioritized sampling does not
+    domain       data.domain_field (optional): picks the verifier; else data.default_domain
+    images, tests, pass_rate   optional, under these names; other fields are kept in `extra`, where
+                 an `answer_format` field sets how the math verifier reads that prompt's responses
+                 (else `rewards.math.answer_format`, `auto` by default: k15.rewards.answers)
+
+The synthetic world writes its prompt set in k15's own names, which the default mapping reads as
+they are. A malformed row fails with its file and line (or row) and the field at fault.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from k15.config import WorldConfig
+from k15.config import DataConfig, WorldConfig
 from k15.data.resumable import resumable_loader
+from k15.data.tables import read_rows
 from k15.errors import DataError
+from k15.rewards.answers import gold_answer
 from k15.synthetic.arithmetic import sample_problems
 from k15.synthetic.corpus import world_levels
 
@@ -25,7 +45,7 @@ class PromptRecord:
     id: str
     prompt: str
     answer: str
-    difficulty: int
+    difficulty: int | None
     domain: str
     images: tuple[str, ...] = ()
     tests: tuple = ()
@@ -33,60 +53,133 @@ class PromptRecord:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-REQUIRED = {"id": str, "prompt": str, "answer": str, "difficulty": int, "domain": str}
+@dataclass(frozen=True)
+class FieldMap:
+    """Which of a file's fields hold k15's prompt fields (the `data.*` config keys of the same names)."""
+
+    prompt: str = "prompt"
+    answer: str = "answer"
+    answer_from: str = "none"
+    id: str = "id"
+    difficulty: str = "difficulty"
+    domain: str = "domain"
+    default_domain: str = "math"
+    max_missing_answers: float = 0.05
+
+    @classmethod
+    def from_config(cls, d: DataConfig) -> FieldMap:
+        return cls(d.prompt_field, d.answer_field, d.answer_from, d.id_field, d.difficulty_field, d.domain_field,
+                   d.default_domain, d.max_missing_answers)
+
+    def key(self, name: str) -> str:
+        """How the user sets the field `name` maps (for error messages)."""
+        return f"data.{name}_field" if name in ("prompt", "answer", "id", "difficulty", "domain") else f"data.{name}"
 
 
-def parse_row(row: object, where: str) -> PromptRecord:
+OPTIONAL = ("images", "tests", "pass_rate")
+
+
+def _text(value: object, where: str, name: str, fields: FieldMap) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: field '{getattr(fields, name)}' ({fields.key(name)}) must be text, "
+                        f"got {type(value).__name__}")
+    return str(value)
+
+
+def _difficulty(value: object, where: str, fields: FieldMap) -> int | None:
+    """An integer label, or the one integer inside a text label such as MATH's "Level 3"."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    numbers = re.findall(r"-?\d+", value) if isinstance(value, str) else []
+    if len(numbers) != 1:
+        raise DataError(f"{where}: field '{fields.difficulty}' ({fields.key('difficulty')}) must be int or a text "
+                        f"holding one integer, got {value!r}")
+    return int(numbers[0])
+
+
+def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptRecord | None:
+    """The record of one row; None when `answer_from` finds no gold answer in it (the caller counts these)."""
     if not isinstance(row, dict):
-        raise DataError(f"{where}: a row must be a JSON object")
-    for key, kind in REQUIRED.items():
-        if key not in row:
-            raise DataError(f"{where}: field '{key}' is missing")
-        value = row[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise DataError(f"{where}: field '{key}' must be {kind.__name__}, got {type(value).__name__}")
-    if not row["answer"].strip():
-        raise DataError(f"{where}: field 'answer' is empty")
-    images = row.get("images", [])
+        raise DataError(f"{where}: a row must be an object with named fields")
+    for name in ("prompt", "answer"):
+        if getattr(fields, name) not in row:
+            present = ", ".join(sorted(map(str, row))[:8])
+            raise DataError(f"{where}: field '{getattr(fields, name)}' is missing (set {fields.key(name)}; "
+                            f"the row has: {present})")
+    prompt = _text(row[fields.prompt], where, "prompt", fields)
+    if not prompt.strip():
+        raise DataError(f"{where}: field '{fields.prompt}' is empty")
+    if fields.answer_from == "none" and not _text(row[fields.answer], where, "answer", fields).strip():
+        raise DataError(f"{where}: field '{fields.answer}' is empty")
+    answer = gold_answer(_text(row[fields.answer], where, "answer", fields), fields.answer_from)
+    if answer is None:
+        return None
+    images = row.get("images") or []
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise DataError(f"{where}: field 'images' must be a list of paths")
-    tests = row.get("tests", [])
+    tests = row.get("tests") or []
     if not isinstance(tests, list):
         raise DataError(f"{where}: field 'tests' must be a list")
     pass_rate = row.get("pass_rate")
     if pass_rate is not None and not (isinstance(pass_rate, (int, float)) and 0.0 <= pass_rate <= 1.0):
         raise DataError(f"{where}: field 'pass_rate' must be a number in [0, 1]")
-    known = set(REQUIRED) | {"images", "tests", "pass_rate"}
+    record_id = row.get(fields.id)
+    record_id = _text(record_id, where, "id", fields) if record_id is not None else ""
+    domain = row.get(fields.domain)
+    domain = _text(domain, where, "domain", fields) if domain is not None else fields.default_domain
+    mapped = {fields.prompt, fields.answer, fields.id, fields.difficulty, fields.domain, *OPTIONAL}
+    extra = {k: v for k, v in row.items() if k not in mapped}
     return PromptRecord(
-        id=row["id"], prompt=row["prompt"], answer=row["answer"], difficulty=row["difficulty"],
-        domain=row["domain"], images=tuple(images), tests=tuple(tests),
-        pass_rate=None if pass_rate is None else float(pass_rate),
-        extra={k: v for k, v in row.items() if k not in known},
+        id=record_id, prompt=prompt, answer=answer, difficulty=_difficulty(row.get(fields.difficulty), where, fields),
+        domain=domain, images=tuple(images), tests=tuple(tests),
+        pass_rate=None if pass_rate is None else float(pass_rate), extra=extra,
     )
 
 
-def read_prompt_set(path: str | Path) -> list[PromptRecord]:
+def prompt_hash(prompt: str) -> str:
+    return "p" + hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+def _position(where: str, path: Path) -> str:
+    """'line 3' of 'FILE:3', 'row 3' of 'FILE row 3'."""
+    rest = where[len(str(path)):]
+    return f"line {rest[1:]}" if rest.startswith(":") else rest.strip()
+
+
+def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str = "prompt set") -> list[PromptRecord]:
+    """Every usable row of a prompt file; `what` names the config key in errors (e.g. rl.prompt_path)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"prompt set not found: {path}")
+    rows = read_rows(path, what)
+    base = path.resolve() if path.is_dir() else path.resolve().parent  # relative image paths start here
     records: list[PromptRecord] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            record = parse_row(row, where)
-            if record.images:  # relative image paths are relative to the prompt file
-                record = replace(record, images=tuple(str(path.resolve().parent / i) for i in record.images))
-            if record.id in seen:
-                raise DataError(f"{where}: field 'id' repeats '{record.id}' from line {seen[record.id]}")
-            seen[record.id] = line_no
-            records.append(record)
+    seen: dict[str, str] = {}
+    missing: list[str] = []
+    for where, row in rows:
+        record = parse_row(row, where, fields)
+        if record is None:
+            missing.append(where)
+            continue
+        if record.images:
+            record = replace(record, images=tuple(str(base / i) for i in record.images))
+        if not record.id:  # a stable id from the text; a repeated text gets a numbered id
+            record_id, n = prompt_hash(record.prompt), 1
+            while record_id in seen:
+                n += 1
+                record_id = f"{prompt_hash(record.prompt)}-{n}"
+            record = replace(record, id=record_id)
+        elif record.id in seen:
+            raise DataError(f"{where}: field '{fields.id}' repeats '{record.id}' from {seen[record.id]}")
+        seen[record.id] = _position(where, path)
+        records.append(record)
+    if missing:
+        share = len(missing) / len(rows)
+        said = (f"{path}: data.answer_from={fields.answer_from} found no gold answer in field '{fields.answer}' of "
+                f"{len(missing)} of {len(rows)} rows (first: {missing[0]})")
+        if share > fields.max_missing_answers:
+            raise DataError(f"{said}; that is more than data.max_missing_answers={fields.max_missing_answers:g}")
+        print(f"{said}; those rows are left out", file=sys.stderr)
     if not records:
         raise DataError(f"{path}: no prompts")
     return records
@@ -116,14 +209,17 @@ class PromptDataModule(L.LightningDataModule):
     state is checkpointed with the module (a prefetching DataLoader would draw one iteration early).
     """
 
-    def __init__(self, world: WorldConfig, path: str | None, num_prompts: int, iterations: int, seed: int):
+    def __init__(self, world: WorldConfig, path: str | None, num_prompts: int, iterations: int, seed: int,
+                 fields: FieldMap = FieldMap()):
         super().__init__()
         self.world, self.path, self.num_prompts, self.iterations, self.seed = world, path, num_prompts, iterations, seed
+        self.fields = fields
         self.records: list[PromptRecord] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.records is None:
-            self.records = read_prompt_set(self.path) if self.path else synthetic_prompt_set(self.world, self.num_prompts, self.seed)
+            self.records = (read_prompt_set(self.path, self.fields, "rl.prompt_path") if self.path
+                            else synthetic_prompt_set(self.world, self.num_prompts, self.seed))
 
     def train_dataloader(self) -> DataLoader:
         # One item per iteration (the module counts iterations itself); after a resume the

@@ -1,7 +1,10 @@
 """SFT data: prompt/response pairs, loss on response tokens only, batches packed without padding.
 
 Vanilla SFT and long-CoT SFT are the same code with different data. Examples come from the
-synthetic world or from a JSONL file of {"prompt": ..., "response": ...} rows. Each batch is a random
+synthetic world or from a file of prompt/response rows (JSONL, Parquet or a `datasets` directory;
+fields `data.prompt_field` and `data.response_field`, e.g. MATH's problem and solution). With a chat
+template (`data.chat_template`, k15.chat) the prompt is the user turn and the loss is on the
+assistant turn only, exactly as RL and evaluation will prompt the model. Each batch is a random
 draw of `batch_size` examples packed into rows of the model's context (see k15.data.packing): no
 padding, and no sorting by length, which would make whole batches all-short or all-long and swing
 the model between the two answer styles from one step to the next.
@@ -9,7 +12,6 @@ the model between the two answer styles from one step to the next.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,52 +19,34 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from k15.config import SFTConfig, WorldConfig
-from k15.data.packing import IGNORE, pack_examples
+from k15.chat import RAW, ChatFormat
+from k15.config import DataConfig, SFTConfig, WorldConfig
+from k15.data.packing import pack_examples
 from k15.data.resumable import resumable_loader
 from k15.errors import DataError
 from k15.synthetic.corpus import sft_examples
+from k15.data.tables import read_rows
 from k15.synthetic.traces import Piece
-from k15.tokenizer import encode, prompt_ids
 
 
-def read_sft_jsonl(path: str | Path) -> list[tuple[str, list[Piece]]]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"SFT data file not found: {path}")
+def read_sft_examples(path: str | Path, prompt_field: str = "prompt", response_field: str = "response"
+                      ) -> list[tuple[str, list[Piece]]]:
+    """(prompt, response) pairs of an SFT file; a row without the mapped fields fails with its file and line."""
     out = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            for key in ("prompt", "response"):
-                if not isinstance(row, dict) or not isinstance(row.get(key), str):
-                    raise DataError(f"{path}:{line_no}: field '{key}' missing or not a string")
-            out.append((row["prompt"], [Piece(row["response"])]))
-    if not out:
-        raise DataError(f"{path}: no examples")
+    for where, row in read_rows(path, "sft.data_path"):
+        for name, key in ((prompt_field, "data.prompt_field"), (response_field, "data.response_field")):
+            if not isinstance(row, dict) or not isinstance(row.get(name), str):
+                raise DataError(f"{where}: field '{name}' ({key}) missing or not text")
+        out.append((row[prompt_field], [Piece(row[response_field])]))
     return out
 
 
-def tokenize_example(tok: PreTrainedTokenizerBase, prompt: str, response: list[Piece]) -> tuple[list[int], list[int]]:
-    """input_ids and labels; labels are IGNORE on the prompt and on pieces not trained on."""
-    ids = prompt_ids(tok, prompt)
-    labels = [IGNORE] * len(ids)
-    for piece in response:
-        piece_ids = encode(tok, piece.text)
-        ids += piece_ids
-        labels += piece_ids if piece.trained else [IGNORE] * len(piece_ids)
-    return ids, labels
-
-
 class SFTDataModule(L.LightningDataModule):
-    def __init__(self, tok: PreTrainedTokenizerBase, cfg: SFTConfig, world: WorldConfig, seed: int, max_len: int):
+    def __init__(self, tok: PreTrainedTokenizerBase, cfg: SFTConfig, world: WorldConfig, seed: int, max_len: int,
+                 data: DataConfig | None = None, chat: ChatFormat = RAW):
         super().__init__()
         self.tok, self.cfg, self.world, self.seed, self.max_len = tok, cfg, world, seed, max_len
+        self.data, self.chat = data or DataConfig(), chat
         self.examples: list[tuple[list[int], list[int]]] | None = None
         self.dropped = 0
 
@@ -71,10 +55,10 @@ class SFTDataModule(L.LightningDataModule):
             return
         cfg = self.cfg
         if cfg.data_path:
-            raw = read_sft_jsonl(cfg.data_path)
+            raw = read_sft_examples(cfg.data_path, self.data.prompt_field, self.data.response_field)
         else:
             raw = sft_examples(self.world, cfg.num_examples, cfg.long_fraction, self.seed)
-        examples = [tokenize_example(self.tok, p, r) for p, r in raw]
+        examples = [self.chat.example(self.tok, p, r) for p, r in raw]
         # Over-long examples would be cut mid-answer and teach truncated answers: drop them, count them.
         self.examples = [ex for ex in examples if len(ex[0]) <= self.max_len]
         self.dropped = len(examples) - len(self.examples)

@@ -1,25 +1,44 @@
-"""Held-out evaluation: pass@1 per difficulty level and mean tokens per answer.
+"""Held-out evaluation: pass@1 (and unbiased pass@k) per group, mean tokens per answer.
 
-pass@1 at a level is the mean reward over `samples_per_problem` samples of each held-out problem at
-`temperature`; the overall pass@1 is the mean over levels, so every level weighs the same.
+Two kinds of held-out set, scored the same way:
+    the synthetic world   `eval.problems_per_level` problems per level, the rule verifier; groups
+                          are levels and the overall pass@1 is the mean over levels (each level
+                          weighs the same)
+    a prompt set          `eval.prompt_path`, read through the `data.*` field mapping and prompted
+                          with the run's chat format; each record's own verifier (math answers in
+                          \\boxed{}, #### N, ...); groups are difficulty labels when every record has
+                          one, else domains; the overall numbers are means over problems
+Every problem gets `eval.samples_per_problem` (n) samples at `eval.temperature`: pass@1 is the mean
+reward, pass@k the unbiased estimate 1 - C(n-c, k) / C(n, k) from the c correct of n (Chen et al. 2021).
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from math import comb
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from k15.config import EvalConfig, WorldConfig
+from k15.chat import RAW, ChatFormat
+from k15.config import EvalConfig, RewardConfig, WorldConfig
+from k15.data.prompts import PromptRecord
 from k15.errors import DataError
-from k15.rewards.rule import verify
+from k15.rewards.rule import Verdict, verify
 from k15.rollout.engine import RolloutEngine, SamplingParams
 from k15.synthetic.arithmetic import Problem, heldout_set
 from k15.synthetic.corpus import world_levels
 from k15.tokenizer import prompt_ids, stop_token_ids
+
+
+class EvalItem(NamedTuple):
+    group: int | str  # level, difficulty or domain
+    problem: str  # the samples of one problem share this key (for pass@k)
+    answer: str
+    shown: str  # the prompt as text, for the logged examples
 
 
 @dataclass
@@ -28,16 +47,30 @@ class LevelResult:
     mean_tokens: float
     long_share: float  # fraction of answers that think first (long CoT)
     samples: int
+    problems: int = 0
+    pass_at_k: dict[int, float] = field(default_factory=dict)  # k > 1
 
 
 @dataclass
 class EvalResult:
-    levels: dict[int, LevelResult]
+    levels: dict[int | str, LevelResult]  # per group
     examples: list[str] = field(default_factory=list)  # a few responses, for reading
+    group_by: str = "level"  # level | difficulty | domain | all
+    macro: bool = True  # overall = mean over groups (synthetic levels), else mean over problems
+    verdicts: Counter = field(default_factory=Counter)  # "verifier/reason" -> samples
+
+    def _overall(self, value) -> float:
+        groups = list(self.levels.values())
+        if self.macro:
+            return sum(value(r) for r in groups) / len(groups)
+        return sum(value(r) * r.problems for r in groups) / sum(r.problems for r in groups)
 
     @property
     def pass_at_1(self) -> float:
-        return sum(r.pass_at_1 for r in self.levels.values()) / len(self.levels)
+        return self._overall(lambda r: r.pass_at_1)
+
+    def pass_at_k(self, k: int) -> float:
+        return self._overall(lambda r: r.pass_at_k[k])
 
     @property
     def mean_tokens(self) -> float:
@@ -45,19 +78,30 @@ class EvalResult:
         return total / sum(r.samples for r in self.levels.values())
 
     def to_dict(self) -> dict:
-        return {
-            "pass@1": round(self.pass_at_1, 4),
-            "mean_tokens": round(self.mean_tokens, 2),
-            "levels": {
-                str(level): {
-                    "pass@1": round(r.pass_at_1, 4),
-                    "mean_tokens": round(r.mean_tokens, 2),
-                    "long_share": round(r.long_share, 4),
-                    "samples": r.samples,
-                }
-                for level, r in sorted(self.levels.items())
-            },
+        ks = sorted(next(iter(self.levels.values())).pass_at_k)
+        groups = {
+            str(group): {
+                "pass@1": round(r.pass_at_1, 4),
+                **{f"pass@{k}": round(v, 4) for k, v in sorted(r.pass_at_k.items())},
+                "mean_tokens": round(r.mean_tokens, 2),
+                "long_share": round(r.long_share, 4),
+                "samples": r.samples,
+            }
+            for group, r in sorted(self.levels.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))
         }
+        out = {"pass@1": round(self.pass_at_1, 4), **{f"pass@{k}": round(self.pass_at_k(k), 4) for k in ks},
+               "mean_tokens": round(self.mean_tokens, 2)}
+        if self.group_by == "level":  # the synthetic world's shape, which tools/findings.py reads
+            out["levels"] = groups
+        else:
+            out["group_by"], out["groups"] = self.group_by, groups
+            out["verdicts"] = dict(sorted(self.verdicts.items()))
+        return out
+
+
+def unbiased_pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n (c of them correct) is correct."""
+    return 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def sample_responses(
@@ -68,6 +112,7 @@ def sample_responses(
     max_new_tokens: int,
     batch_size: int,
     seed: int,
+    stop_ids: list[int] | None = None,
 ) -> list[list[int]]:
     """Responses (token ids, up to and including the stop token) from the rollout engine; T=0 is greedy."""
     context = model.config.max_position_embeddings
@@ -75,7 +120,8 @@ def sample_responses(
     if longest + max_new_tokens > context:
         raise DataError(f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model context ({context})")
     engine = RolloutEngine(model, max_batch_size=batch_size, max_seq_len=context)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=tuple(stop_token_ids(tok)))
+    stops = tuple(stop_ids if stop_ids is not None else stop_token_ids(tok))
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stops)
     return engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
 
 
@@ -87,37 +133,81 @@ def evaluate(
     seed: int,
     problems: list[Problem] | None = None,
 ) -> EvalResult:
+    """The synthetic world's held-out problems, pass@1 per level."""
     problems = problems or heldout_set(world_levels(world), cfg.problems_per_level, world.heldout_fraction, world.seed)
+    flat = [p for p in problems for _ in range(cfg.samples_per_problem)]
+    responses = _sampled(model, tok, [prompt_ids(tok, p.prompt) for p in flat], cfg, seed, stop_token_ids(tok))
+    items = [EvalItem(p.level, p.id, p.answer, p.prompt) for p in flat]
+    return tally(items, responses, tok, pass_k=cfg.pass_k)
+
+
+def evaluate_prompt_set(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    records: list[PromptRecord],
+    cfg: EvalConfig,
+    seed: int,
+    chat: ChatFormat = RAW,
+    rewards: RewardConfig | None = None,
+) -> EvalResult:
+    """A user's held-out prompt set: each record's verifier, grouped by difficulty (or domain) when present."""
+    from k15.rewards.registry import RewardRegistry  # the registry imports k15.data.prompts, as this module does
+
+    records = records[: cfg.num_prompts] if cfg.num_prompts else records
+    n = cfg.samples_per_problem
+    flat = [r for r in records for _ in range(n)]
+    responses = _sampled(model, tok, [chat.prompt_ids(tok, r.prompt) for r in flat], cfg, seed, chat.stop_ids(tok))
+    ids = [f"{r.id}#{j % n}" for j, r in enumerate(flat)]
+    with RewardRegistry.from_config(rewards or RewardConfig()) as registry:
+        by_id = registry.score([(i, chat.response_text(tok, resp), r) for i, resp, r in zip(ids, responses, flat)])
+        counts = Counter(registry.counts)
+    if all(r.difficulty is not None for r in records):
+        group_by, group = "difficulty", lambda r: r.difficulty
+    elif len({r.domain for r in records}) > 1:
+        group_by, group = "domain", lambda r: r.domain
+    else:
+        group_by, group = "all", lambda r: "all"
+    items = [EvalItem(group(r), r.id, r.answer, r.prompt) for r in flat]
+    result = tally(items, responses, tok, [by_id[i] for i in ids], pass_k=cfg.pass_k, macro=False)
+    result.group_by, result.verdicts = group_by, counts
+    return result
+
+
+def _sampled(model, tok, prompts: list[list[int]], cfg: EvalConfig, seed: int, stop_ids: list[int]) -> list[list[int]]:
     was_training = model.training
     model.eval()
-    prompts = [prompt_ids(tok, p.prompt) for p in problems for _ in range(cfg.samples_per_problem)]
-    responses = sample_responses(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed)
+    responses = sample_responses(model, tok, prompts, cfg.temperature, cfg.max_new_tokens, cfg.batch_size, seed, stop_ids)
     model.train(was_training)
-
-    flat = [p for p in problems for _ in range(cfg.samples_per_problem)]
-    return tally([(p.level, p.answer, p.prompt) for p in flat], responses, tok)
+    return responses
 
 
-def tally(items: list[tuple[int, str, str]], responses: list[list[int]], tok: PreTrainedTokenizerBase,
-          examples: int = 12) -> EvalResult:
-    """Per-level pass@1, tokens and long-CoT share of scored responses; items are (level, answer, shown prompt)."""
+def tally(items: list[EvalItem], responses: list[list[int]], tok: PreTrainedTokenizerBase,
+          verdicts: list[Verdict] | None = None, examples: int = 12, pass_k: list[int] = (1,), macro: bool = True
+          ) -> EvalResult:
+    """Per-group pass@1 (pass@k), tokens and long-CoT share of scored responses. Without `verdicts`, the rule
+    verifier scores each response against its item's answer."""
+    texts = [tok.decode(ids) for ids in responses]
+    if verdicts is None:
+        verdicts = [verify(text, item.answer) for text, item in zip(texts, items, strict=True)]
     rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)
+    correct: dict[int | str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     shown = []
     every = max(1, len(items) // examples)
-    for i, ((level, answer, prompt), ids) in enumerate(zip(items, responses, strict=True)):
-        text = tok.decode(ids)
-        verdict = verify(text, answer)
-        rewards[level].append(verdict.reward)
-        lengths[level].append(len(ids))
-        longs[level].append(float("<think>" in text))
+    for i, (item, ids, text, verdict) in enumerate(zip(items, responses, texts, verdicts, strict=True)):
+        rewards[item.group].append(verdict.reward)
+        lengths[item.group].append(len(ids))
+        longs[item.group].append(float("<think>" in text))
+        correct[item.group][item.problem].append(verdict.reward == 1.0)
         if i % every == 0:
-            shown.append(f"[{verdict.reason}] {prompt}{text}   (answer {answer})")
-    mean = lambda xs: sum(xs) / len(xs)
-    levels = {
-        level: LevelResult(mean(rewards[level]), mean(lengths[level]), mean(longs[level]), len(rewards[level]))
-        for level in sorted(rewards)
-    }
-    return EvalResult(levels, shown)
+            shown.append(f"[{verdict.reason}] {item.shown}{text}   (answer {item.answer})")
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    levels = {}
+    for group in sorted(rewards, key=lambda g: (isinstance(g, str), g)):
+        per_problem = list(correct[group].values())
+        at_k = {k: mean([unbiased_pass_at_k(len(c), sum(c), k) for c in per_problem]) for k in pass_k if k > 1}
+        levels[group] = LevelResult(mean(rewards[group]), mean(lengths[group]), mean(longs[group]), len(rewards[group]),
+                                    len(per_problem), at_k)
+    return EvalResult(levels, shown, macro=macro)
 
 
 def sample_problems_for_logging(world: WorldConfig, n: int = 6) -> list[str]:

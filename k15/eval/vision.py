@@ -12,7 +12,7 @@ import torch
 from k15.config import EvalConfig, WorldConfig
 from k15.data.vision_prompts import doc_prompt
 from k15.errors import DataError
-from k15.eval.evaluate import EvalResult, tally
+from k15.eval.evaluate import EvalItem, EvalResult, tally
 from k15.models.vlm import VisionLanguageModel
 from k15.rollout.sampling import SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
@@ -58,7 +58,7 @@ def evaluate_vision(vlm: VisionLanguageModel, tok, world: WorldConfig, cfg: Eval
         responses = engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
         shown = [" ".join(["".join(s if isinstance(s, str) else "[image]" for s in d.segments), d.meta.get("prompt", "")])
                  for d in docs]
-        items = [(d.level if d.level is not None else 1, d.answer, f"{q} -> ") for d, q in zip(docs, shown)]
-        results[task] = tally(items, responses, tok, examples=8)
+        items = [EvalItem(d.level if d.level is not None else 1, d.key, d.answer, f"{q} -> ") for d, q in zip(docs, shown)]
+        results[task] = tally(items, responses, tok, examples=8, pass_k=cfg.pass_k)
     vlm.train(was_training)
     return results

@@ -14,14 +14,14 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from k15.config import ExperimentConfig, Long2ShortConfig
-from k15.data.prompts import PromptDataModule
+from k15.chat import ChatFormat, chat_format_of
+from k15.data.prompts import FieldMap, PromptDataModule, PromptRecord
 from k15.eval.evaluate import sample_responses
 from k15.long2short.merge import merge_checkpoints
 from k15.long2short.pairs import Candidate, dpo_pairs, shortest_correct
 from k15.models.decoder import export, load_model_and_tokenizer
 from k15.modules.dpo import DPOModule, PairDataset, collate_pairs, reference_logprobs
-from k15.rewards.rule import verify
-from k15.tokenizer import prompt_ids
+from k15.rewards.registry import RewardRegistry
 from k15.trainer import make_trainer, stage_logger
 
 
@@ -29,21 +29,25 @@ def source_dir(name: str, exports: dict[str, Path]) -> Path:
     return exports[name] if name in exports else Path(name)
 
 
-def sample_candidates(cfg: ExperimentConfig, model_dir: Path) -> tuple[list[list[int]], list[list[Candidate]], object]:
-    """n responses per prompt from the long model, each marked correct or not by the verifier."""
+def sample_candidates(cfg: ExperimentConfig, model_dir: Path
+                      ) -> tuple[list[PromptRecord], list[list[int]], list[list[Candidate]], object, ChatFormat]:
+    """n responses per prompt from the long model, each marked correct or not by the prompt's verifier."""
     l2s: Long2ShortConfig = cfg.long2short
     model, tok = load_model_and_tokenizer(cfg.model, model_dir)
-    data = PromptDataModule(cfg.world, cfg.rl.prompt_path, l2s.num_prompts, 1, cfg.run.seed + 17)
+    chat = chat_format_of(cfg.data, tok)
+    data = PromptDataModule(cfg.world, cfg.rl.prompt_path, l2s.num_prompts, 1, cfg.run.seed + 17, FieldMap.from_config(cfg.data))
     data.setup()
     records = data.records[: l2s.num_prompts]
-    prompts = [prompt_ids(tok, r.prompt) for r in records]
-    flat = [p for p in prompts for _ in range(l2s.samples_per_prompt)]
-    responses = sample_responses(model, tok, flat, l2s.temperature, l2s.max_new_tokens, 256, cfg.run.seed)
-    candidates = []
-    for i, record in enumerate(records):
-        chunk = responses[i * l2s.samples_per_prompt : (i + 1) * l2s.samples_per_prompt]
-        candidates.append([Candidate(tuple(r), verify(tok.decode(r), record.answer).reward == 1.0) for r in chunk])
-    return prompts, candidates, tok
+    prompts = [chat.prompt_ids(tok, r.prompt) for r in records]
+    n = l2s.samples_per_prompt
+    flat = [p for p in prompts for _ in range(n)]
+    responses = sample_responses(model, tok, flat, l2s.temperature, l2s.max_new_tokens, 256, cfg.run.seed, chat.stop_ids(tok))
+    items = [(f"{i}#{j}", chat.response_text(tok, responses[i * n + j]), r) for i, r in enumerate(records) for j in range(n)]
+    with RewardRegistry.from_config(cfg.rewards) as registry:
+        verdicts = registry.score(items)
+    candidates = [[Candidate(tuple(responses[i * n + j]), verdicts[f"{i}#{j}"].reward == 1.0) for j in range(n)]
+                  for i in range(len(records))]
+    return records, prompts, candidates, tok, chat
 
 
 def run_merge(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> Path:
@@ -59,17 +63,17 @@ def run_shortest_rs(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Pat
 
     l2s = cfg.long2short
     long_dir = source_dir(l2s.long_model, exports)
-    prompts, candidates, tok = sample_candidates(cfg, long_dir)
+    records, prompts, candidates, tok, chat = sample_candidates(cfg, long_dir)
     stage_dir = run_dir / "shortest_rs"
     stage_dir.mkdir(parents=True, exist_ok=True)
     data_path = stage_dir / "shortest_correct.jsonl"
     kept = 0
     with data_path.open("w") as f:
-        for prompt, cands in zip(prompts, candidates):
+        for record, cands in zip(records, candidates):
             best = shortest_correct(cands)
-            if best is not None:
-                text = tok.decode(prompt, skip_special_tokens=True)  # the prompt text without <bos>
-                f.write(json.dumps({"prompt": text, "response": tok.decode(list(best.tokens))}) + "\n")
+            if best is not None:  # SFT prompts it again in the run's chat format and adds the end of turn
+                response = chat.response_text(tok, list(best.tokens))
+                f.write(json.dumps({"prompt": record.prompt, "response": response}) + "\n")
                 kept += 1
     console.print(f"shortest_rs: {kept} of {len(prompts)} prompts have a correct sample; SFT on the shortest")
     if kept == 0:
@@ -85,6 +89,7 @@ def _with_sft(cfg: ExperimentConfig, data_path: Path, l2s: Long2ShortConfig) -> 
 
     out = copy.deepcopy(cfg)
     out.sft.data_path = str(data_path)
+    out.data.prompt_field, out.data.response_field = "prompt", "response"  # the file shortest_rs wrote
     out.sft.max_steps = l2s.rs_steps
     out.sft.batch_size = l2s.rs_batch_size
     out.sft.optim = l2s.rs_optim
@@ -96,7 +101,7 @@ def run_dpo(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> P
 
     l2s = cfg.long2short
     long_dir = source_dir(l2s.long_model, exports)
-    prompts, candidates, tok = sample_candidates(cfg, long_dir)
+    _, prompts, candidates, tok, _ = sample_candidates(cfg, long_dir)
     pairs = [p for prompt, cands in zip(prompts, candidates) for p in dpo_pairs(prompt, cands, l2s.long_ratio, l2s.max_pairs_per_prompt)]
     stage_dir = run_dir / "dpo"
     stage_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,9 @@
 
 Building on transformers classes means a real checkpoint directory loads with the same code, and
 every stage exports with `save_pretrained` so `AutoModelForCausalLM.from_pretrained` reads it back.
+A directory is checked (k15.models.checkpoint_dir) before transformers reads it, so a missing part is
+one line naming it; an export reloads its tokenizer once, so a family that rebuilds tokenizers on load
+can never silently change the ids.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from transformers import (
 from k15.config import ModelConfig
 from k15.distributed import barrier, full_weights, is_rank_zero
 from k15.errors import CheckpointError
-from k15.tokenizer import load_tokenizer, stop_token_ids
+from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
+from k15.tokenizer import check_tokenizer_roundtrip, load_tokenizer, stop_token_ids
 
 FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+# Reloaded after every export: spaces, specials, the added word, digits, and characters some tokenizers drop.
+EXPORT_PROBE = "What is 7-2+4?\n<think>3:7-2=5,5+4=7 wait 5+4=9</think> <answer>8</answer>"
 
 
 def build_decoder(cfg: ModelConfig, tok: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -48,11 +54,11 @@ def build_decoder(cfg: ModelConfig, tok: PreTrainedTokenizerBase) -> PreTrainedM
     return model_cls(hf_config)
 
 
-def load_decoder(path: str | Path, attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """A causal LM from a local HF checkpoint directory (config.json + weights)."""
+def load_decoder(path: str | Path, attn_implementation: str = "sdpa", key: str = "model.init_from") -> PreTrainedModel:
+    """A causal LM from a local HF checkpoint directory (config.json + weights; the tokenizer is loaded apart).
+    `key` is the setting that named the directory, for the one-line error when a part is missing."""
+    check_model_dir(path, key, tokenizer=False)
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"not a model directory (no config.json): {path}")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32, attn_implementation=attn_implementation
@@ -70,9 +76,14 @@ def load_model_and_tokenizer(
     if source is None:
         tok = load_tokenizer(cfg.tokenizer)
         return build_decoder(cfg, tok), tok
-    model = load_decoder(source, cfg.attn_implementation)
-    tok_dir = cfg.tokenizer if cfg.tokenizer is not None else source
-    tok = load_tokenizer(tok_dir)
+    key = "init_from" if init_from else "model.init_from"
+    # Every part checked before the (possibly large) weights are read.
+    check_model_dir(source, key, tokenizer=cfg.tokenizer is None)
+    if cfg.tokenizer is not None:
+        check_tokenizer_dir(cfg.tokenizer, "model.tokenizer")
+    model = load_decoder(source, cfg.attn_implementation, key)
+    tok_dir, tok_key = (cfg.tokenizer, "model.tokenizer") if cfg.tokenizer is not None else (source, key)
+    tok = load_tokenizer(tok_dir, tok_key)
     embedding_rows = model.get_input_embeddings().weight.shape[0]
     if embedding_rows < len(tok):
         raise CheckpointError(
@@ -83,7 +94,9 @@ def load_model_and_tokenizer(
 
 def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Save model + tokenizer in Hugging Face format (safetensors). On N processes every rank calls
-    this (gathering FSDP2 shards is a collective) and rank 0 alone writes the full weights."""
+    this (gathering FSDP2 shards is a collective) and rank 0 alone writes the full weights.
+    The tokenizer is then reloaded with AutoTokenizer (which picks its class from the saved config)
+    and must give the same ids for EXPORT_PROBE, else CheckpointError."""
     path = Path(path)
     weights = full_weights(model)  # `model` itself unless it is sharded
     if is_rank_zero():
@@ -91,6 +104,7 @@ def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Pat
         weights.save_pretrained(str(path))
         tok.save_pretrained(str(path))
     barrier()  # no rank goes on (e.g. to load the export) before it is written
+    check_tokenizer_roundtrip(tok, path, EXPORT_PROBE)  # on every rank, so a failure cannot leave ranks waiting
     return path
 
 

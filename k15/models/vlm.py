@@ -48,7 +48,8 @@ from k15.errors import CheckpointError, ConfigError, DataError
 from k15.models.decoder import build_decoder, load_decoder
 from k15.models.projector import ProjectorConfig, Projector, default_readout_ids
 from k15.models.vision import ImageProcessor, VisionConfig, VisionTower, as_image_list, encode_groups, tower_tokens
-from k15.tokenizer import load_tokenizer
+from k15.models.checkpoint_dir import check_model_dir
+from k15.tokenizer import char_token_ids, load_tokenizer
 
 IMAGE_TOKEN = "<image>"
 PARTS = ("tower", "projector", "decoder")
@@ -281,11 +282,19 @@ def _readout_ids(projector: ProjectorConfig, tok: PreTrainedTokenizerBase) -> li
         return None
     if projector.readout_tokens is None:
         return default_readout_ids(tok)
-    ids = tok.convert_tokens_to_ids(list(projector.readout_tokens))
-    unknown = [t for t, i in zip(projector.readout_tokens, ids) if i is None or i == tok.unk_token_id]
+    ids = [_readout_id(tok, t) for t in projector.readout_tokens]
+    unknown = [t for t, i in zip(projector.readout_tokens, ids) if i is None]
     if unknown:
         raise ConfigError(f"projector readout tokens not in the tokenizer: {unknown}")
     return ids
+
+
+def _readout_id(tok: PreTrainedTokenizerBase, token: str) -> int | None:
+    """A token string ("<answer>"), else a character: byte-level vocabularies spell some apart (" " is "Ġ")."""
+    token_id = tok.convert_tokens_to_ids(token)
+    if token_id is not None and token_id != tok.unk_token_id:
+        return token_id
+    return char_token_ids(tok, token)[0] if len(token) == 1 else None
 
 
 def _assemble(decoder, vision: VisionConfig, projector: ProjectorConfig, image_token_id: int,
@@ -419,21 +428,23 @@ def is_vlm_dir(path: str | Path) -> bool:
     return (Path(path) / SIDE_CAR).is_file()
 
 
-def load_vlm(path: str | Path, attn_implementation: str = "sdpa"
+def load_vlm(path: str | Path, attn_implementation: str = "sdpa", key: str = "model.init_from"
              ) -> tuple[VisionLanguageModel, PreTrainedTokenizerBase]:
-    """A VLM saved by `save_vlm` (either layout), with its tokenizer."""
+    """A VLM saved by `save_vlm` (either layout), with its tokenizer. `key` names the setting that gave
+    `path`, for the one-line error when a part of the directory is missing."""
     path = Path(path)
     if not is_vlm_dir(path):
         raise CheckpointError(f"not a k15 VLM directory (no {SIDE_CAR}): {path}; "
                               "for other transformers VLMs use k15.models.hf_vlm.load_hf_vlm")
+    check_model_dir(path, key)
     meta = json.loads((path / SIDE_CAR).read_text())
     try:
         vision, projector = VisionConfig(**meta["vision"]), ProjectorConfig(**meta["projector"])
     except TypeError as exc:
         raise CheckpointError(f"{path / SIDE_CAR}: {exc}") from None
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path, key)
     if meta["format"] == "k15":
-        decoder = load_decoder(path / "decoder", attn_implementation)
+        decoder = load_decoder(path / "decoder", attn_implementation, key)
         vlm = _assemble(decoder, vision, projector, meta["image_token_id"], meta["readout_ids"])
         own = load_file(str(path / "vision.safetensors"))
         missing, unexpected = vlm.load_state_dict(own, strict=False)

@@ -14,7 +14,7 @@ from k15.distributed import configure_fsdp2, full_weights
 from k15.eval.evaluate import sample_responses
 from k15.guards import NonFiniteGuard
 from k15.callbacks.throughput import ThroughputLogger
-from k15.tokenizer import prompt_ids
+from k15.chat import RAW, ChatFormat
 
 
 def warmup_cosine(optim: OptimConfig, max_steps: int):
@@ -43,12 +43,14 @@ class CausalLMModule(L.LightningModule):
         sample_prompts: list[str] = (),
         sample_every_n_steps: int = 0,
         max_nonfinite_in_a_row: int = 3,
+        chat: ChatFormat = RAW,
     ):
         super().__init__()
         self.guard = NonFiniteGuard(max_nonfinite_in_a_row, self.stage_name)
         self.model, self.tok, self.optim, self.max_steps = model, tok, optim, max_steps
         self.sample_prompts = list(sample_prompts)
         self.sample_every_n_steps = sample_every_n_steps
+        self.chat = chat  # SFT: the logged generations are prompted as the model is trained
         self.step_tokens = 0
 
     def training_step(self, batch, batch_idx):
@@ -83,10 +85,11 @@ class CausalLMModule(L.LightningModule):
             return
         was_training = self.model.training
         self.model.eval()
-        prompts = [prompt_ids(self.tok, p) for p in self.sample_prompts]
+        prompts = [self.chat.prompt_ids(self.tok, p) for p in self.sample_prompts]
         room = self.model.config.max_position_embeddings - max(len(p) for p in prompts)
         weights = full_weights(self.model)  # FSDP2: gathered on every rank (a collective); generating is local
-        responses = sample_responses(weights, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0)
+        responses = sample_responses(weights, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0,
+                                     stop_ids=self.chat.stop_ids(self.tok))
         lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)

@@ -52,7 +52,7 @@ from k15.rollout.engine import RolloutEngine, SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
 from k15.rollout.partial import PartialRollouts
 from k15.rollout.repeat import RepeatRule
-from k15.tokenizer import prompt_ids, stop_token_ids
+from k15.chat import RAW, ChatFormat
 
 console = Console(stderr=True)
 
@@ -68,11 +68,13 @@ class RLModule(L.LightningModule):
         seed: int,
         max_nonfinite_in_a_row: int = 3,
         rewards: RewardConfig | None = None,
+        chat: ChatFormat = RAW,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.guard = NonFiniteGuard(max_nonfinite_in_a_row, "rl")
         self.model, self.tok, self.prompts, self.cfg = model, tok, prompts, cfg
+        self.chat = chat  # how prompts are shown (raw, or a chat template's user turn): as in SFT and eval
         self.max_seq_len = max_seq_len
         self.sampler = make_sampler(prompts, cfg.sampling, cfg.prompts_per_iteration, seed)
         self.rollouts = PartialRollouts(
@@ -211,14 +213,14 @@ class RLModule(L.LightningModule):
                 self._image_prompts[index] = image_prompt(record, self.tok, self.model)
             return self._image_prompts[index]
         if index not in self._prompt_tokens:
-            self._prompt_tokens[index] = prompt_ids(self.tok, record.prompt)
+            self._prompt_tokens[index] = self.chat.prompt_ids(self.tok, record.prompt)
         return self._prompt_tokens[index]
 
     def sampling_params(self) -> SamplingParams:
         c = self.cfg
         return SamplingParams(
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-            stop_token_ids=tuple(stop_token_ids(self.tok)),
+            stop_token_ids=tuple(self.chat.stop_ids(self.tok)),
             repeat=RepeatRule(c.repeat.ngram, c.repeat.threshold) if c.repeat.ngram else None,
         )
 
@@ -236,7 +238,7 @@ class RLModule(L.LightningModule):
         shift another sample's reward. A response cut by length or stopped as a repeat has no final
         answer: its reward is `rl.truncated_reward` / `-rl.repeat.penalty`, and it is not correct."""
         c = self.cfg
-        verdicts = self.registry.score([(s.id, self.tok.decode(s.tokens), s.record) for s in rollout.samples])
+        verdicts = self.registry.score([(s.id, self.chat.response_text(self.tok, s.tokens), s.record) for s in rollout.samples])
         overrides = {"length": ("truncated", c.truncated_reward), "repeat": ("repeat", -c.repeat.penalty)}
         by_id: dict[str, tuple[float, bool]] = {}
         self._last_reasons = {}

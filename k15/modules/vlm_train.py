@@ -45,6 +45,7 @@ from k15.models.vlm import PARTS, freeze
 from k15.callbacks.throughput import ThroughputLogger
 from k15.modules.lm import warmup_cosine
 from k15.synthetic.images import STRIP_CELLS, vision_docs
+from k15.tokenizer import char_token_ids
 
 SCENE_CELLS = 9  # a 48x48 scene: a 3x3 grid of 16-px cells, one image token each with 16-px patches
 
@@ -57,8 +58,8 @@ def cell_targets(text: str, cells: int, tok: PreTrainedTokenizerBase) -> list[in
     if len(text) > cells:
         raise DataError(f"{text!r} has {len(text)} characters but the strip has {cells} cells")
     chars = " " * (cells - len(text)) + text
-    ids = tok.convert_tokens_to_ids(list(chars))
-    unknown = sorted({c for c, i in zip(chars, ids) if i is None or i == tok.unk_token_id})
+    ids = char_token_ids(tok, chars)  # not convert_tokens_to_ids: a byte-level vocabulary spells " " as "Ġ"
+    unknown = sorted({c for c, i in zip(chars, ids) if i is None})
     if unknown:
         raise DataError(f"OCR characters without a token of their own: {unknown}")
     return ids

@@ -1,7 +1,9 @@
 """Why was this answer or program scored as it was? Two checks, each printing one JSON line.
 
-    python -m k15.rewards verify-math --response FILE --gold TEXT
-        {"correct": true|false, "reason": "..."}        (reason codes: k15/rewards/math.py)
+    python -m k15.rewards verify-math --response FILE --gold TEXT [--format auto|answer_tag|boxed|gsm8k|answer_is]
+        {"correct": true|false, "reason": "...", "answer": "..."|null, "format": "..."}
+        answer: the text compared (or refused); format: the one that gave it (auto: the one that matched,
+        "auto" when none did or several disagreed). Formats and reason codes: k15/rewards/answers.py
     python -m k15.rewards run-code --program FILE --tests FILE
         {"passed": N, "total": M, "status": "...", "seconds": S}
         tests: a JSON list of {"input": stdin text, "output": expected stdout}. Exit status 0
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from k15.errors import DataError, K15Error
+from k15.rewards.answers import FORMATS
 
 
 def read_text(path: str, what: str) -> str:
@@ -29,10 +32,13 @@ def read_text(path: str, what: str) -> str:
 
 
 def verify_math_command(args: argparse.Namespace) -> dict:
+    from k15.rewards.answers import find_answer
     from k15.rewards.math import MathConfig, verify_math
 
-    verdict = verify_math(read_text(args.response, "response"), args.gold, MathConfig())
-    return {"correct": verdict.reward == 1.0, "reason": verdict.reason}
+    cfg, response = MathConfig(), read_text(args.response, "response")
+    verdict = verify_math(response, args.gold, cfg, args.format)
+    found = find_answer(response, args.format, cfg.max_answer_chars)  # only for its format: finding is cheap
+    return {"correct": verdict.reward == 1.0, "reason": verdict.reason, "answer": verdict.answer, "format": found.format}
 
 
 def run_code_command(args: argparse.Namespace) -> dict:
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     math_cmd = commands.add_parser("verify-math", help="score one response against a gold answer")
     math_cmd.add_argument("--response", required=True, help="file holding the model's response")
     math_cmd.add_argument("--gold", required=True, help="the reference answer, e.g. '\\frac{1}{2}'")
+    math_cmd.add_argument("--format", default="auto", choices=FORMATS, help="how the response gives its answer")
     code_cmd = commands.add_parser("run-code", help="run one program on test cases in the sandbox")
     code_cmd.add_argument("--program", required=True, help="a Python source file")
     code_cmd.add_argument("--tests", required=True, help='JSON list of {"input": ..., "output": ...}')

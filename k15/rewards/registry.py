@@ -3,6 +3,7 @@
 A record's `extra["verifier"]` (when present) or else its `domain` picks the verifier:
     rule   exact match of the final answer (k15.rewards.rule)    domains: arithmetic, general
     math   equivalence with math-verify (k15.rewards.math)        domain: math
+           the record's extra["answer_format"] (its prompt set's format) wins over rewards.math.answer_format
     code   the program passes the record's tests in the sandbox  domain: code
 A verifier that raises gives THAT sample reward 0 with reason "verifier_error", logged and counted;
 every other sample keeps its own verdict (rewards are looked up by id, never by position). Code
@@ -19,6 +20,7 @@ from concurrent.futures import Future
 from k15.config import RewardConfig
 from k15.data.prompts import PromptRecord
 from k15.errors import DataError, K15Error
+from k15.rewards.answers import FORMATS
 from k15.rewards.code import CodeConfig, check_tests, extract_program, judge, reward_of
 from k15.rewards.math import MathConfig, verify_math
 from k15.rewards.rule import Verdict, verify
@@ -55,7 +57,7 @@ class RewardRegistry:
         self.counts: Counter = Counter()  # "verifier/reason" -> samples so far
         self._text_verifiers: dict[str, Callable[[str, PromptRecord], Verdict]] = {
             "rule": lambda text, record: verify(text, record.answer),
-            "math": lambda text, record: verify_math(text, record.answer, self.math),
+            "math": lambda text, record: verify_math(text, record.answer, self.math, record.extra.get("answer_format")),
         }
 
     @classmethod
@@ -70,10 +72,15 @@ class RewardRegistry:
         return self._sandbox
 
     def check(self, records: list[PromptRecord]) -> None:
-        """Fail early, naming the prompt, when a record has no verifier or (code) no usable tests."""
+        """Fail early, naming the prompt, when a record has no verifier, (code) no usable tests or (math) an
+        unknown answer format."""
         for r in records:
-            if verifier_name(r) == "code":
+            name = verifier_name(r)
+            if name == "code":
                 check_tests(r.tests, f"prompt {r.id}")
+            if name == "math" and r.extra.get("answer_format") and r.extra["answer_format"] not in FORMATS:
+                raise DataError(f"prompt {r.id}: unknown answer_format {r.extra['answer_format']!r} "
+                                f"(known: {', '.join(FORMATS)})")
 
     def score(self, items: list[tuple[str, str, PromptRecord]]) -> dict[str, Verdict]:
         """items: (sample_id, response_text, record). Returns a verdict for every sample id."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from k15.data.packing import document_mask, pack_examples
+from k15.data.packing import model_inputs, pack_examples
 from k15.data.prompts import PromptRecord
 from k15.rollout.buffer import Group
 
@@ -129,12 +129,9 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     device = input_ids.device
     image_token_id = getattr(model, "image_token_id", None)
     extra = {"images": [img.to(device) for img in images or []]} if image_token_id is not None else {}
-    logits = model(
-        input_ids=packed["input_ids"].to(device),
-        position_ids=packed["position_ids"].to(device),
-        attention_mask=document_mask(packed["doc_ids"].to(device)),
-        **extra,
-    ).logits.float()
+    inputs = model_inputs({k: packed[k].to(device) for k in ("input_ids", "labels", "position_ids")})
+    del inputs["labels"]  # only the logits are wanted
+    logits = model(**inputs, **extra).logits.float()
     if image_token_id is not None:
         never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
         never[image_token_id] = True

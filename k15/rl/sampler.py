@@ -120,7 +120,8 @@ class WeightedSampler:
         }
         if self.drawn:
             out["sampler/drawn_success_mean"] = self.drawn_success
-            out["sampler/drawn_difficulty_mean"] = float(self.difficulties[self.drawn].mean())
+            if bool((self.difficulties >= 0).all()):
+                out["sampler/drawn_difficulty_mean"] = float(self.difficulties[self.drawn].float().mean())
         out.update(self.curriculum.stats(self.iteration))
         return out
 
@@ -150,7 +151,15 @@ def make_sampler(records: list[PromptRecord], cfg: SamplingConfig, per_draw: int
             f"rl.sampling: the prompt set has {len(records)} prompts, fewer than rl.prompts_per_iteration={per_draw} "
             "(curriculum and prioritized sampling draw distinct prompts)"
         )
-    difficulties = torch.tensor([r.difficulty for r in records], dtype=torch.long)
+    unlabelled = sum(r.difficulty is None for r in records)
+    if cfg.curriculum != "none" and unlabelled:
+        raise ConfigError(
+            f"rl.sampling.curriculum={cfg.curriculum} orders prompts by difficulty, but {unlabelled} of {len(records)} "
+            "prompts have none: map a difficulty field (data.difficulty_field), or use rl.sampling.prioritized=true, "
+            "which needs only the success rates it tracks"
+        )
+    # -1 stands for "no label": only the curricula read the labels, and they refuse unlabelled sets (above)
+    difficulties = torch.tensor([-1 if r.difficulty is None else r.difficulty for r in records], dtype=torch.long)
     if cfg.curriculum == "paper":
         curriculum: Curriculum = HardAfter(difficulties, cfg.hard_from_iteration, cfg.hard_min_difficulty, per_draw)
     elif cfg.curriculum == "gradual":

@@ -101,9 +101,9 @@ def test_model_sampler_forces_the_answer_format(tiny, monkeypatch):
     seen = []
     real = sampling_module.sample_responses
 
-    def spy(model, tok, prompts, temperature, max_new_tokens, batch_size, seed):
+    def spy(model, tok, prompts, temperature, max_new_tokens, batch_size, seed, stop_ids):
         seen.append((prompts, temperature, max_new_tokens, seed))
-        return real(model, tok, prompts, temperature, max_new_tokens, batch_size, seed)
+        return real(model, tok, prompts, temperature, max_new_tokens, batch_size, seed, stop_ids)
 
     monkeypatch.setattr(sampling_module, "sample_responses", spy)
     sampler = ModelSampler(model, tok, max_new_tokens=20, no_cot_max_new_tokens=4, batch_size=16, seed=0)

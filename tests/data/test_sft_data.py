@@ -3,7 +3,8 @@ import json
 import pytest
 
 from k15.data.packing import IGNORE
-from k15.data.sft import read_sft_jsonl, tokenize_example
+from k15.chat import RAW
+from k15.data.sft import read_sft_examples
 from k15.errors import DataError
 from k15.synthetic.traces import Piece
 from k15.tokenizer import build_synthetic_tokenizer
@@ -11,7 +12,7 @@ from k15.tokenizer import build_synthetic_tokenizer
 
 def test_labels_cover_response_only_and_skip_untrained_pieces():
     tok = build_synthetic_tokenizer()
-    ids, labels = tokenize_example(tok, "5+4=", [Piece("<think>1:5+4="), Piece("7", False), Piece(" wait 5+4=9</think><answer>9</answer>")])
+    ids, labels = RAW.example(tok, "5+4=", [Piece("<think>1:5+4="), Piece("7", False), Piece(" wait 5+4=9</think><answer>9</answer>")])
     prompt_len = 1 + 4  # <bos> 5 + 4 =
     assert labels[:prompt_len] == [IGNORE] * prompt_len
     wrong_at = prompt_len + len(tok.encode("<think>1:5+4=", add_special_tokens=False))
@@ -23,13 +24,13 @@ def test_labels_cover_response_only_and_skip_untrained_pieces():
 def test_jsonl_errors_name_file_line_and_field(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps({"prompt": "1+1=", "response": "<answer>2</answer>"}) + "\n" + json.dumps({"prompt": "2+2="}) + "\n")
-    with pytest.raises(DataError, match=r"sft.jsonl:2: field 'response'"):
-        read_sft_jsonl(path)
+    with pytest.raises(DataError, match=r"sft.jsonl:2: field 'response' \(data.response_field\) missing"):
+        read_sft_examples(path)
     path.write_text("{not json\n")
     with pytest.raises(DataError, match=r"sft.jsonl:1: not valid JSON"):
-        read_sft_jsonl(path)
+        read_sft_examples(path)
     with pytest.raises(DataError, match="not found"):
-        read_sft_jsonl(tmp_path / "missing.jsonl")
+        read_sft_examples(tmp_path / "missing.jsonl")
 
 
 def test_over_long_examples_are_dropped_and_reported(tmp_path, capsys):

@@ -11,10 +11,10 @@ from tests.tiny import TINY
 def test_merge_rs_dpo_stages_smoke(tmp_path, monkeypatch):
     # A barely trained tiny model is rarely right; count every well-formed answer as correct so the
     # stages have data to train on (the verifier is not what this test is about).
-    import k15.long2short.stages as stages
+    import k15.rewards.registry as registry
     from k15.rewards.rule import Verdict
 
-    monkeypatch.setattr(stages, "verify", lambda text, answer: Verdict(float(text.endswith("</answer>")), "ok", None))
+    monkeypatch.setattr(registry, "verify", lambda text, answer: Verdict(float(text.endswith("</answer>")), "ok", None))
     overrides = [o for o in TINY if not o.startswith("stages=")] + [
         "stages=[pretrain,sft,merge,shortest_rs,dpo,l2s_rl,eval]", "eval.models=[sft,merge,shortest_rs,dpo,l2s_rl]",
         "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "long2short.rl_iterations=2", "long2short.rl_max_new_tokens=30",

@@ -32,7 +32,7 @@ def test_export_reloads_with_identical_logits(tmp_path, family, kv_heads, tied):
 
 
 def test_missing_model_dir_and_vocab_mismatch_are_clear_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=f"^init_from={tmp_path}: no config.json in {tmp_path}$"):
         load_model_and_tokenizer(ModelConfig(), tmp_path)
     tok = build_synthetic_tokenizer()
     small = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=32)

@@ -53,6 +53,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     image_row = {**good, "prompt": "<image>", "images": ["missing.png"]}
     (root / "missing_image.jsonl").write_text(json.dumps(image_row) + "\n")
     (root / "two_placeholders.jsonl").write_text(json.dumps({**image_row, "prompt": "<image><image>"}) + "\n")
+    (root / "gsm8k.jsonl").write_text(json.dumps({"question": "q", "answer": "so\n#### 3"}) + "\n"
+                                      + json.dumps({"query": "q2", "answer": "#### 4"}) + "\n")
+    (root / "no_gold.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": "no hashes"}) + "\n" for i in range(3)))
+    (root / "unlabelled.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(9)))
+    (root / "uppercase.jsonl").write_text(json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n")
     (root / "bad_shards").mkdir()
     (root / "bad_shards" / "ocr-000000.tar").write_bytes(b"not a tar file" * 100)
     return {p.stem: p for p in root.iterdir()}
@@ -64,10 +69,25 @@ CASES = {
     "unknown experiment": (["quikstart"], "unknown experiment 'quikstart'"),
     "k = 0": (["quickstart", "rl.samples_per_prompt=0"], "rl.samples_per_prompt must be > 0"),
     "negative budget": (["quickstart", "rl.partial.budget=-4"], "rl.partial.budget"),
-    "missing SFT file": (["quickstart", *SFT_ONLY, "sft.data_path={tmp}/nope.jsonl"], "SFT data file not found"),
+    "missing SFT file": (["quickstart", *SFT_ONLY, "sft.data_path={tmp}/nope.jsonl"], "sft.data_path: {tmp}/nope.jsonl does not exist"),
+    "missing RL prompt file": (["quickstart", "rl.prompt_path={tmp}/nope.parquet"], "rl.prompt_path: {tmp}/nope.parquet does not exist"),
+    "missing eval prompt file": (["quickstart", "eval.prompt_path={tmp}/held.jsonl"], "eval.prompt_path: {tmp}/held.jsonl does not exist"),
+    "row without the mapped field": (["quickstart", "rl.prompt_path={gsm8k}", "data.prompt_field=question",
+                                      "data.answer_from=gsm8k"], "gsm8k.jsonl:2: field 'question' is missing (set data.prompt_field"),
+    "no gold answer": (["quickstart", "rl.prompt_path={no_gold}", "data.answer_from=gsm8k"],
+                       "found no gold answer in field 'answer' of 3 of 3 rows"),
+    "curriculum without difficulty": (["quickstart", "rl.prompt_path={unlabelled}", "rl.sampling.curriculum=paper",
+                                       "rl.prompts_per_iteration=4"], "9 of 9 prompts have none: map a difficulty field"),
+    "text the tokenizer cannot represent": (["quickstart", "rl.prompt_path={uppercase}"], "cannot represent 'W'"),
+    "hub id instead of a directory": (["quickstart", "model.init_from=Qwen/Qwen2.5-0.5B"], "huggingface-cli download Qwen/Qwen2.5-0.5B"),
+    "unknown chat template": (["quickstart", "data.chat_template=chatml"], "data.chat_template must be none, model or a Jinja file"),
+    "model template without one": (["quickstart", "data.chat_template=model"], "has no chat template"),
+    "flash attention on CPU": (["quickstart", "model.attn_implementation=flash_attention_2"], "model.attn_implementation: "),
     "malformed prompt row": (["quickstart", *RL_ONLY, "rl.prompt_path={malformed}"], "malformed.jsonl:2: not valid JSON"),
     "prompt without answer": (["quickstart", *RL_ONLY, "rl.prompt_path={no_answer}"], "no_answer.jsonl:1: field 'answer' is missing"),
-    "model dir without files": (["quickstart", *SFT_ONLY, "model.init_from={empty_model}"], "no config.json"),
+    "model dir without files": (["quickstart", *SFT_ONLY, "model.init_from={empty_model}"], "config.json"),
+    "context beyond the model's": (["quickstart", *SFT_ONLY, "model.init_from={text_model}", "model.max_seq_len=128"],
+                                   "model.max_seq_len=128 exceeds the context of the model in"),
     "vocabulary mismatch": (["quickstart", *SFT_ONLY, "model.init_from={small_vocab_model}"], "embeds only 20"),
     "resume a non-run": (["--resume", "{tmp}"], "not a run directory"),
     "image file missing": (["quickstart_vision", *RL_ONLY, "model.init_from={vlm_model}", "rl.prompt_path={missing_image}"],
@@ -80,6 +100,11 @@ CASES = {
 }
 
 
+# Found when a stage runs (they need the data the stages before it make); every other case is refused
+# before anything is written, so not even the new run's directory exists.
+FOUND_BY_A_STAGE = {"vocabulary mismatch", "image file missing", "placeholders vs images", "corrupt shard"}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_clear_line(case, earlier_run, files, tmp_path, capsys):
     before = snapshot(earlier_run)
@@ -89,9 +114,11 @@ def test_bad_input_is_one_clear_line(case, earlier_run, files, tmp_path, capsys)
         args.append(f"run.dir={tmp_path / 'new'}")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: ") and fragment in err[-1], err[-3:]
+    assert err and err[-1].startswith("error: ") and fragment.format(tmp=tmp_path) in err[-1], err[-3:]
     assert not any("Traceback" in line for line in err)
     assert snapshot(earlier_run) == before
+    if case not in FOUND_BY_A_STAGE:
+        assert not (tmp_path / "new").exists()
 
 
 def test_debug_shows_the_traceback():

@@ -16,10 +16,22 @@ def test_verify_math(tmp_path):
     response = tmp_path / "response.txt"
     response.write_text("<think>half of it</think><answer>\\boxed{0.5}</answer>")
     code, out, _ = run("verify-math", "--response", str(response), "--gold", "\\frac{1}{2}")
-    assert code == 0 and json.loads(out) == {"correct": True, "reason": "ok"}
+    assert code == 0 and json.loads(out) == {"correct": True, "reason": "ok", "answer": "0.5", "format": "answer_tag"}
     response.write_text("<answer>\\boxed{1} \\boxed{0.5}</answer>")
     code, out, _ = run("verify-math", "--response", str(response), "--gold", "\\frac{1}{2}")
-    assert code == 0 and json.loads(out) == {"correct": False, "reason": "multiple"}
+    assert code == 0 and json.loads(out) == {
+        "correct": False, "reason": "multiple", "answer": "\\boxed{1} \\boxed{0.5}", "format": "answer_tag"}
+
+
+def test_verify_math_formats(tmp_path):
+    response = tmp_path / "response.txt"
+    response.write_text("<think>3 of 4, \\boxed{0.7}? no</think>\nSo the probability is \\boxed{\\frac{3}{4}}.")
+    code, out, _ = run("verify-math", "--response", str(response), "--gold", "0.75")
+    assert code == 0 and json.loads(out) == {"correct": True, "reason": "ok", "answer": "\\frac{3}{4}", "format": "boxed"}
+    code, out, _ = run("verify-math", "--response", str(response), "--gold", "0.75", "--format", "gsm8k")
+    assert code == 0 and json.loads(out) == {"correct": False, "reason": "missing", "answer": None, "format": "gsm8k"}
+    code, _, err = run("verify-math", "--response", str(response), "--gold", "0.75", "--format", "latex")
+    assert code == 2 and "invalid choice: 'latex'" in err
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import k15.rewards.registry as registry_module
 from k15.data.prompts import PromptRecord
 from k15.errors import DataError, K15Error
 from k15.rewards.code import CodeConfig
+from k15.rewards.math import MathConfig
 from k15.rewards.registry import RewardConfig, RewardRegistry
 from tests.rewards_helpers import sandbox  # noqa: F401
 
@@ -48,13 +49,33 @@ def test_verifier_field_overrides_the_domain(registry):
     assert registry.score([("s", "<answer>0.5</answer>", record)])["s"].reward == 1.0
 
 
+def test_a_prompt_sets_answer_format_wins_over_the_config():
+    boxed = PromptRecord("b", "half?", "\\frac{1}{2}", 1, "math", extra={"answer_format": "boxed"})
+    tagged = PromptRecord("t", "half?", "\\frac{1}{2}", 1, "math", extra={"answer_format": "answer_tag"})
+    response = "Half of one is \\boxed{0.5}."
+    with RewardRegistry(math=MathConfig(answer_format="answer_tag")) as reg:
+        verdicts = reg.score([("s1", response, boxed), ("s2", response, MATH), ("s3", response, tagged)])
+    assert {sid: v.reason for sid, v in verdicts.items()} == {"s1": "ok", "s2": "missing", "s3": "missing"}
+    with RewardRegistry() as reg:  # the config's default: auto
+        verdicts = reg.score([("s1", response, MATH), ("s2", response, tagged)])
+    assert {sid: v.reason for sid, v in verdicts.items()} == {"s1": "ok", "s2": "missing"}
+
+
+def test_an_unknown_answer_format_fails_early_naming_the_prompt(registry):
+    odd = PromptRecord("q", "half?", "\\frac{1}{2}", 1, "math", extra={"answer_format": "latex"})
+    with pytest.raises(DataError, match="prompt q: unknown answer_format 'latex' \\(known: auto, answer_tag, boxed"):
+        registry.check([odd])
+    registry.check([MATH, PromptRecord("g", "?", "1", 1, "math", extra={"answer_format": "gsm8k"})])
+    assert registry.score([("s", "#### 1", odd)])["s"].reason == "verifier_error"
+
+
 def test_a_failing_verifier_touches_only_its_sample(registry, monkeypatch, caplog):
     real = registry_module.verify_math
 
-    def flaky(response, gold, cfg):
+    def flaky(response, gold, cfg, answer_format=None):
         if "boom" in response:
             raise RuntimeError("sympy exploded")
-        return real(response, gold, cfg)
+        return real(response, gold, cfg, answer_format)
 
     monkeypatch.setattr(registry_module, "verify_math", flaky)
     items = [(f"s{i}", "<answer>boom</answer>" if i == 2 else "<answer>1/2</answer>", MATH) for i in range(5)]

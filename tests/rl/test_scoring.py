@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import torch
 
+from k15.chat import RAW
 from k15.config import RLConfig
 from k15.data.prompts import PromptRecord
 from k15.modules.rl import RLModule
@@ -21,7 +22,7 @@ def test_truncated_and_repeat_stopped_responses_get_their_configured_rewards():
     responses = [("<answer>7</answer>", "stop"), ("<answer>3</answer>", "stop"), ("<answer>7", "length"),
                  ("1+1=2,1+1=2,1+1=2", "repeat"), ("<answer>7</answer>", "length")]
     samples = [Sample(f"p@0.0#{j}", record, [1], encode(tok, text), [], reason) for j, (text, reason) in enumerate(responses)]
-    module = SimpleNamespace(cfg=cfg, tok=tok, verdicts=Counter(), _last_reasons={}, registry=RewardRegistry())
+    module = SimpleNamespace(cfg=cfg, tok=tok, verdicts=Counter(), _last_reasons={}, registry=RewardRegistry(), chat=RAW)
 
     rewards, correct = RLModule.score(module, RolloutBatch(samples, torch.zeros(5, dtype=torch.long), pad_id=0))
     assert rewards.tolist() == [1.0, 0.0, 0.25, -0.5, 0.25]
@@ -37,7 +38,7 @@ def test_math_and_arithmetic_prompts_are_scored_by_their_own_verifiers():
     frac = PromptRecord("m", "1/2+1/4=", "3/4", 2, "math")
     texts = [(arith, "<answer>7</answer>"), (frac, "<answer>0.75</answer>"), (arith, "<answer>7.0</answer>"), (frac, "<answer>3/4</answer>")]
     samples = [Sample(f"s{j}", rec, [1], encode(tok, text), [], "stop") for j, (rec, text) in enumerate(texts)]
-    module = SimpleNamespace(cfg=RLConfig(), tok=tok, verdicts=Counter(), _last_reasons={}, registry=RewardRegistry())
+    module = SimpleNamespace(cfg=RLConfig(), tok=tok, verdicts=Counter(), _last_reasons={}, registry=RewardRegistry(), chat=RAW)
     rewards, _ = RLModule.score(module, RolloutBatch(samples, torch.tensor([0, 1, 0, 1]), pad_id=0))
     # math-verify accepts 0.75 for 3/4; the rule verifier of the arithmetic world wants exactly "7"
     assert rewards.tolist() == [1.0, 1.0, 0.0, 1.0]

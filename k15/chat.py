@@ -1,0 +1,150 @@
+"""How a prompt is shown to the model: raw text, or the user turn of a chat template (`data.chat_template`).
+
+    none     <bos> (when the tokenizer has one) + the prompt text: the tiny world's format
+    model    the checkpoint's own chat template (its tokenizer_config.json), e.g. Qwen2.5-Instruct's ChatML
+    FILE     a Jinja file, e.g. a chat format for a base model
+
+One ChatFormat serves SFT, RL rollouts, evaluation and curation, so the model sees the same prompt
+ids in all of them:
+    prompt_ids(tok, prompt)        the ids a response starts after (the template's generation prompt)
+    example(tok, prompt, pieces)   SFT ids and labels: the loss is on the assistant turn only (its
+                                   text and the template's end-of-turn token), never on the prompt
+    stop_ids(tok)                  generation stops at </answer>, eos, or the template's end of turn
+    response_text(tok, ids)        what the verifier reads: the response without a final eos / end of turn
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from k15.data.packing import IGNORE
+from k15.errors import ConfigError
+from k15.synthetic.traces import Piece
+from k15.tokenizer import encode, prompt_ids, stop_token_ids
+
+CHAT_MODES = ("none", "model")  # or a path to a Jinja file
+_SENTINEL = "K15ASSISTANTTURN"  # stands in for a response, to find where the template puts it
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    template: str | None = None  # Jinja source; None: raw prompts
+    system_prompt: str | None = None
+
+    def messages(self, prompt: str, response: str | None = None) -> list[dict[str, str]]:
+        turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        turns.append({"role": "user", "content": prompt})
+        if response is not None:
+            turns.append({"role": "assistant", "content": response})
+        return turns
+
+    def render(self, tok: PreTrainedTokenizerBase, prompt: str, response: str | None = None) -> str:
+        """The template's text: the generation prompt (response None) or the whole exchange."""
+        return tok.apply_chat_template(
+            self.messages(prompt, response), chat_template=self.template, add_generation_prompt=response is None,
+            tokenize=False,
+        )
+
+    def prompt_ids(self, tok: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+        if self.template is None:
+            return prompt_ids(tok, prompt)
+        return encode(tok, self.render(tok, prompt))  # the template writes <bos> itself where the model wants it
+
+    def end_of_turn(self, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
+        """The ids the template writes after an assistant response, and how many of them are trained:
+        up to and including its end-of-turn token (ChatML: `<|im_end|>`, trained; the newline after it,
+        never generated because generation stops there, is not)."""
+        return _end_of_turn(self, tok)
+
+    def _find_end_of_turn(self, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
+        prompt = "1+1="
+        head = self.render(tok, prompt)
+        full = self.render(tok, prompt, _SENTINEL)
+        before, found, after = full.partition(_SENTINEL)
+        if not found or before != head:
+            raise ConfigError(
+                "data.chat_template: the template does not write the assistant turn right after its generation "
+                "prompt, so SFT and RL would see different prompts; use another template"
+            )
+        ids = encode(tok, after)
+        specials = set(tok.all_special_ids) | set(stop_token_ids(tok))
+        trained = next((i + 1 for i, t in enumerate(ids) if t in specials), len(ids))
+        return ids, trained
+
+    def example(self, tok: PreTrainedTokenizerBase, prompt: str, response: list[Piece]) -> tuple[list[int], list[int]]:
+        """input_ids and labels of one SFT example; labels are IGNORE on the prompt and on pieces not trained on."""
+        ids = self.prompt_ids(tok, prompt)
+        labels = [IGNORE] * len(ids)
+        for piece in response:
+            piece_ids = encode(tok, piece.text)
+            ids += piece_ids
+            labels += piece_ids if piece.trained else [IGNORE] * len(piece_ids)
+        if self.template is not None:
+            tail, trained = self.end_of_turn(tok)
+            ids += tail
+            labels += tail[:trained] + [IGNORE] * (len(tail) - trained)
+        return ids, labels
+
+    def stop_ids(self, tok: PreTrainedTokenizerBase) -> list[int]:
+        ids = stop_token_ids(tok)
+        if self.template is not None:
+            tail, trained = self.end_of_turn(tok)
+            if trained and tail[trained - 1] not in ids:
+                ids.append(tail[trained - 1])
+        return ids
+
+    def response_text(self, tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
+        """The response as the verifier reads it: a final eos or end-of-turn token is not part of the answer
+        (`#### 72<|im_end|>` is a complete GSM8K answer), while `</answer>` closes the answer block and stays."""
+        enders = set(self.stop_ids(tok)) - set(tok.convert_tokens_to_ids(["</answer>"]))
+        if ids and ids[-1] in enders:
+            ids = ids[:-1]
+        return tok.decode(ids)
+
+
+@functools.lru_cache(maxsize=16)  # rendered once per format and tokenizer, not once per example
+def _end_of_turn(fmt: ChatFormat, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
+    return fmt._find_end_of_turn(tok)
+
+
+RAW = ChatFormat()
+
+
+def chat_format(mode: str, system_prompt: str | None, tok: PreTrainedTokenizerBase) -> ChatFormat:
+    """The ChatFormat that `data.chat_template` / `data.system_prompt` name, checked by rendering one prompt."""
+    if mode == "none":
+        if system_prompt:
+            raise ConfigError("data.system_prompt needs a chat template (data.chat_template=model or a Jinja file)")
+        return RAW
+    if mode == "model":
+        template = tok.chat_template
+        if isinstance(template, dict):  # several named templates: the default one
+            template = template.get("default")
+        if not template:
+            raise ConfigError(
+                f"data.chat_template=model, but the tokenizer in {tok.name_or_path or '?'} has no chat template; "
+                "use data.chat_template=none or a Jinja file"
+            )
+    else:
+        path = Path(mode)
+        if not path.is_file():
+            raise ConfigError(f"data.chat_template must be none, model or a Jinja file; {mode} is none of these")
+        template = path.read_text(encoding="utf-8")
+    fmt = ChatFormat(template, system_prompt or None)
+    try:
+        fmt.render(tok, "1+1=")
+        fmt.end_of_turn(tok)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- jinja2 syntax or runtime errors, with their line
+        raise ConfigError(f"data.chat_template={mode}: the template does not render: {str(exc).splitlines()[0]}") from None
+    return fmt
+
+
+def chat_format_of(data_cfg, tok: PreTrainedTokenizerBase) -> ChatFormat:
+    """chat_format for a config's `data` section."""
+    return chat_format(data_cfg.chat_template, data_cfg.system_prompt, tok)

@@ -1,0 +1,86 @@
+"""Everything a run reads from disk, checked before any stage trains (and before its run directory exists).
+
+    1. the starting checkpoint (`model.init_from`) and tokenizer (`model.tokenizer`): config.json,
+       weights and tokenizer files present, the context k15 will use within the model's own
+    2. the chat format (`data.chat_template`, `data.system_prompt`): it renders with that tokenizer
+    3. every data file a stage will read: `sft.data_path`, `rl.prompt_path`, `eval.prompt_path`,
+       `pretrain.data_path`, through the `data.*` field mapping (a bad row names its file and line,
+       rows without a gold answer are counted), with a verifier for every prompt and text the
+       tokenizer can represent
+
+A problem is one K15Error line; nothing has been written yet. The stages read the files again when
+they run (cheap next to training), so a preflight never changes what a stage does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from k15.config import ExperimentConfig
+from k15.errors import CheckpointError, DataError
+
+PROMPT_STAGES = ("rl", "l2s_rl", "shortest_rs", "dpo")  # stages that read rl.prompt_path
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    from k15.chat import chat_format_of
+    from k15.data.prompts import FieldMap, read_prompt_set
+    from k15.data.sft import read_sft_examples
+    from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
+    from k15.models.vlm import is_vlm_dir
+    from k15.rewards.registry import RewardRegistry
+    from k15.rl.sampler import make_sampler
+    from k15.tokenizer import load_tokenizer, unencodable_characters
+
+    m = cfg.model
+    if m.init_from:
+        check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
+        context = _model_context(Path(m.init_from))
+        uses_max_seq_len = {"sft", "rl", "shortest_rs", "l2s_rl"} & set(cfg.stages)  # row length, rollout context
+        if uses_max_seq_len and context is not None and m.max_seq_len > context:
+            raise CheckpointError(f"model.max_seq_len={m.max_seq_len} exceeds the context of the model in {m.init_from} "
+                                  f"({context} positions); lower model.max_seq_len")
+    if m.tokenizer:
+        check_tokenizer_dir(m.tokenizer, "model.tokenizer")
+    if m.init_from and is_vlm_dir(m.init_from):
+        return  # image prompt sets and VLM checkpoints are checked by their stages (k15.vision_stages, train_rl)
+    tok = load_tokenizer(m.tokenizer or m.init_from)
+    chat_format_of(cfg.data, tok)
+    fields = FieldMap.from_config(cfg.data)
+
+    def representable(texts, source: str) -> None:
+        for where, text in texts:
+            bad = unencodable_characters(tok, text)
+            if bad:
+                shown = "".join(sorted(bad))[:20]
+                raise DataError(f"{source}: {where}: the tokenizer cannot represent {shown!r} (the synthetic world's "
+                                "tokenizer knows lowercase, digits and +-*/=,;:.()?!); set model.tokenizer or model.init_from")
+
+    stages = set(cfg.stages)
+    if "sft" in stages and cfg.sft.data_path:
+        examples = read_sft_examples(cfg.sft.data_path, cfg.data.prompt_field, cfg.data.response_field)
+        representable(((f"example {i + 1}", p + "".join(x.text for x in r)) for i, (p, r) in enumerate(examples)),
+                      cfg.sft.data_path)
+    sets = []
+    if stages & set(PROMPT_STAGES) and cfg.rl.prompt_path:
+        sets.append(("rl.prompt_path", cfg.rl.prompt_path))
+    if "eval" in stages and cfg.eval.prompt_path:
+        sets.append(("eval.prompt_path", cfg.eval.prompt_path))
+    for key, path in sets:
+        records = read_prompt_set(path, fields, key)
+        RewardRegistry.from_config(cfg.rewards).check(records)  # a verifier for every prompt, usable tests for code
+        representable(((f"prompt {r.id}", r.prompt) for r in records if not r.images), path)
+        if key == "rl.prompt_path":  # the sampler's needs (difficulty labels for a curriculum, enough prompts)
+            make_sampler(records, cfg.rl.sampling, cfg.rl.prompts_per_iteration, cfg.run.seed)
+    if "pretrain" in stages and cfg.pretrain.data_path and not Path(cfg.pretrain.data_path).is_file():
+        raise DataError(f"pretrain.data_path: file not found: {cfg.pretrain.data_path}")
+
+
+def _model_context(path: Path) -> int | None:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)  # a VLM's decoder
+    return config.get("max_position_embeddings")

@@ -1,0 +1,15 @@
+"""Fixtures shared across test folders: a researcher's kind of checkpoint and data, made by the project."""
+
+from pathlib import Path
+
+import pytest
+
+PROMPT_SETS = Path(__file__).parent / "data" / "prompt_sets"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random-init Qwen2ForCausalLM with a byte-level BPE tokenizer and a ChatML template, as a local directory."""
+    from tools.make_tiny_checkpoint import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_qwen2"), family="qwen2")
