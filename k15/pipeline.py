@@ -35,6 +35,7 @@ from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
 from k15.errors import DataError
 from k15.perf import stage_memory
+from k15.preflight import check_prompt_lengths
 from k15.runs import Summary
 from k15.trainer import make_trainer, stage_logger
 
@@ -175,28 +176,6 @@ def train_rl(
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return export_policy(model, tok, stage_dir / "model")
-
-
-def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None, chat: ChatFormat = RAW
-                         ) -> None:
-    """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
-    for record in records:
-        ids = chat.prompt_ids(tok, record.prompt)
-        n = len(ids)
-        if isinstance(model, VisionLanguageModel):
-            placeholders = ids.count(model.image_token_id)
-            if placeholders != len(record.images):
-                raise DataError(f"{source}: prompt '{record.id}' has {placeholders} <image> placeholders but "
-                                f"{len(record.images)} images")
-            if record.images:
-                from k15.data.vision_prompts import image_tokens
-
-                n += image_tokens(record, model) - len(record.images)
-        if n + max_new_tokens > max_seq_len:
-            raise DataError(
-                f"{source}: prompt '{record.id}' has {n} tokens; with rl.max_new_tokens={max_new_tokens} it exceeds "
-                f"model.max_seq_len={max_seq_len}"
-            )
 
 
 def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from k15.chat import RAW, ChatFormat
 from k15.config import ExperimentConfig
 from k15.errors import CheckpointError, DataError
+from k15.models.vlm import VisionLanguageModel
 
 PROMPT_STAGES = ("rl", "l2s_rl", "shortest_rs", "dpo")  # stages that read rl.prompt_path
 
@@ -46,7 +48,8 @@ def preflight(cfg: ExperimentConfig) -> None:
     if m.init_from and is_vlm_dir(m.init_from):
         return  # image prompt sets and VLM checkpoints are checked by their stages (k15.vision_stages, train_rl)
     tok = load_tokenizer(m.tokenizer or m.init_from)
-    chat_format_of(cfg.data, tok)
+    chat = chat_format_of(cfg.data, tok)
+    context = (_model_context(Path(m.init_from)) if m.init_from else None) or m.max_seq_len
     fields = FieldMap.from_config(cfg.data)
 
     def representable(texts, source: str) -> None:
@@ -71,10 +74,37 @@ def preflight(cfg: ExperimentConfig) -> None:
         records = read_prompt_set(path, fields, key)
         RewardRegistry.from_config(cfg.rewards).check(records)  # a verifier for every prompt, usable tests for code
         representable(((f"prompt {r.id}", r.prompt) for r in records if not r.images), path)
-        if key == "rl.prompt_path":  # the sampler's needs (difficulty labels for a curriculum, enough prompts)
+        if key == "rl.prompt_path":  # room for a response; the sampler's needs (difficulty labels for a curriculum)
+            check_prompt_lengths(records, tok, cfg.rl.max_new_tokens, m.max_seq_len, path, chat=chat)
             make_sampler(records, cfg.rl.sampling, cfg.rl.prompts_per_iteration, cfg.run.seed)
+        else:
+            n = cfg.eval.num_prompts or len(records)
+            check_prompt_lengths(records[:n], tok, cfg.eval.max_new_tokens, context, path, chat=chat,
+                                 what="eval.max_new_tokens", context_key="the model's context")
     if "pretrain" in stages and cfg.pretrain.data_path and not Path(cfg.pretrain.data_path).is_file():
         raise DataError(f"pretrain.data_path: file not found: {cfg.pretrain.data_path}")
+
+
+def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None, chat: ChatFormat = RAW,
+                         what: str = "rl.max_new_tokens", context_key: str = "model.max_seq_len") -> None:
+    """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
+    for record in records:
+        ids = chat.prompt_ids(tok, record.prompt)
+        n = len(ids)
+        if isinstance(model, VisionLanguageModel):
+            placeholders = ids.count(model.image_token_id)
+            if placeholders != len(record.images):
+                raise DataError(f"{source}: prompt '{record.id}' has {placeholders} <image> placeholders but "
+                                f"{len(record.images)} images")
+            if record.images:
+                from k15.data.vision_prompts import image_tokens
+
+                n += image_tokens(record, model) - len(record.images)
+        if n + max_new_tokens > max_seq_len:
+            raise DataError(
+                f"{source}: prompt '{record.id}' has {n} tokens; with {what}={max_new_tokens} it exceeds "
+                f"{context_key}={max_seq_len}"
+            )
 
 
 def _model_context(path: Path) -> int | None:

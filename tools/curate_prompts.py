@@ -8,7 +8,7 @@ many prompts each filter removed. The filters are in k15/curation/curate.py.
     [--tokenizer DIR] [--samples 10] [--temperature 1.2] [--no-cot-tries 8] [--no-cot-temperature 1.2]
     [--max-pass-rate P] [--max-new-tokens 64] [--no-cot-max-new-tokens 8] [--batch-size 64] [--seed 0]
     [--threads N]
-    Your own set and model: [--prompt-field problem] [--answer-field solution] [--answer-from boxed]
+    Your own set and model: [--prompt-field problem] [--answer-field solution] [--answer-from boxed] [--difficulty-field level]
     [--chat-template model|FILE] [--system-prompt TEXT] (the `data.*` keys of the same names; IN may be
     JSONL, Parquet or a `datasets` directory). The output is JSONL in k15's own field names.
 """
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-field", default="prompt")
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--answer-from", default="none", help="none | gsm8k | boxed")
+    p.add_argument("--difficulty-field", default="difficulty")
     p.add_argument("--chat-template", default="none", help="none | model | a Jinja file")
     p.add_argument("--system-prompt", default=None)
     args = p.parse_args(argv)
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens, no_cot_max_new_tokens=args.no_cot_max_new_tokens,
             batch_size=args.batch_size, seed=args.seed,
         )
-        fields = FieldMap(prompt=args.prompt_field, answer=args.answer_field, answer_from=args.answer_from)
+        fields = FieldMap(prompt=args.prompt_field, answer=args.answer_field, answer_from=args.answer_from,
+                          difficulty=args.difficulty_field)
         records = read_prompt_set(args.prompts, fields, "--prompts")
         model, tok = load_model_and_tokenizer(ModelConfig(tokenizer=args.tokenizer), args.model)
         chat = chat_format(args.chat_template, args.system_prompt, tok)

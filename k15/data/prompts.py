@@ -22,7 +22,6 @@ they are. A malformed row fails with its file and line (or row) and the field at
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from k15.config import DataConfig, WorldConfig
 from k15.data.resumable import resumable_loader
-from k15.data.tables import read_rows
+from k15.data.tables import read_rows, write_jsonl
 from k15.errors import DataError
 from k15.rewards.answers import gold_answer
 from k15.synthetic.arithmetic import sample_problems
@@ -186,15 +185,15 @@ def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str =
 
 
 def write_prompt_set(records: list[PromptRecord], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in records:
-            row = {k: v for k, v in asdict(r).items() if k != "extra"}
-            row["images"], row["tests"] = list(r.images), list(r.tests)
-            if row["pass_rate"] is None:
-                del row["pass_rate"]
-            f.write(json.dumps({**row, **r.extra}) + "\n")
+    """JSONL in k15's own field names, which the default FieldMap reads back as they are."""
+    rows = []
+    for r in records:
+        row = {k: v for k, v in asdict(r).items() if k != "extra"}
+        row["images"], row["tests"] = list(r.images), list(r.tests)
+        if row["pass_rate"] is None:
+            del row["pass_rate"]
+        rows.append({**row, **r.extra})
+    write_jsonl(rows, path)
 
 
 def synthetic_prompt_set(world: WorldConfig, n: int, seed: int) -> list[PromptRecord]:

@@ -16,9 +16,10 @@ split into whole images, is a `DataError` naming both counts -- never a silent m
     freeze(vlm, parts=("decoder",))                                      # the tower-only stage
     save_vlm(vlm, tok, path); vlm, tok = load_vlm(path)
 
-`forward` takes packed batches as they are (k15.data.packing: restarting position_ids and a
-[B, 1, T, T] document mask, or `doc_ids` to build it) and ignores the labels at placeholder
-positions (an image token is never a prediction target).
+`forward` takes packed batches as they are (k15.data.packing's varlen form: position_ids that
+restart per document, from which transformers builds the block-diagonal mask, and `cu_seq_lens_*`
+for flash-attention; or an explicit mask, or `doc_ids` to build one) and ignores the labels at
+placeholder positions (an image token is never a prediction target).
 
 Saving (`save_vlm`). With an `mlp` projector the directory is a transformers model:
 `LlavaForConditionalGeneration` with a Pixtral vision tower (no token merge) or

@@ -57,6 +57,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
                                       + json.dumps({"query": "q2", "answer": "#### 4"}) + "\n")
     (root / "no_gold.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": "no hashes"}) + "\n" for i in range(3)))
     (root / "unlabelled.jsonl").write_text("".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(9)))
+    (root / "long_prompt.jsonl").write_text(json.dumps({"prompt": "1+" * 30 + "1=", "answer": "31"}) + "\n")
     (root / "uppercase.jsonl").write_text(json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n")
     (root / "bad_shards").mkdir()
     (root / "bad_shards" / "ocr-000000.tar").write_bytes(b"not a tar file" * 100)
@@ -79,6 +80,10 @@ CASES = {
     "curriculum without difficulty": (["quickstart", "rl.prompt_path={unlabelled}", "rl.sampling.curriculum=paper",
                                        "rl.prompts_per_iteration=4"], "9 of 9 prompts have none: map a difficulty field"),
     "text the tokenizer cannot represent": (["quickstart", "rl.prompt_path={uppercase}"], "cannot represent 'W'"),
+    "RL prompt without room to answer": (["quickstart", "rl.prompt_path={long_prompt}"],  # <bos> + 31 ones, 30 pluses, =
+                                         "has 63 tokens; with rl.max_new_tokens=96 it exceeds model.max_seq_len=128"),
+    "eval prompt without room to answer": (["quickstart", "eval.prompt_path={long_prompt}"],
+                                           "with eval.max_new_tokens=96 it exceeds the model's context=128"),
     "hub id instead of a directory": (["quickstart", "model.init_from=Qwen/Qwen2.5-0.5B"], "huggingface-cli download Qwen/Qwen2.5-0.5B"),
     "unknown chat template": (["quickstart", "data.chat_template=chatml"], "data.chat_template must be none, model or a Jinja file"),
     "model template without one": (["quickstart", "data.chat_template=model"], "has no chat template"),

@@ -18,12 +18,8 @@ SMALL_VISION = dict(patch_size=8, hidden_size=32, num_layers=2, num_heads=2, int
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread buys nothing and thrashes when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _single_threaded(one_thread):  # tests/conftest.py
+    pass
 
 
 @pytest.fixture(scope="session")
