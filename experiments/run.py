@@ -7,7 +7,7 @@
 
 An experiment is a module experiments/NAME.py whose `config()` returns an ExperimentConfig, or a
 dict {arm name: ExperimentConfig} for an ablation; its optional `REQUIRED` dict names the keys a user
-must set ({key: what to pass}, e.g. a checkpoint directory). Bad input ends with one line naming the
+must set ({key: what to pass}, or {key: (what to pass, stages that read it)}, e.g. a checkpoint directory). Bad input ends with one line naming the
 problem and exit status 2; `--debug` shows the traceback.
 """
 
@@ -52,37 +52,43 @@ def resolve(name: str, overrides: list[str]) -> dict[str, ExperimentConfig]:
     for arm, cfg in arms.items():
         if not isinstance(cfg, ExperimentConfig):
             raise ConfigError(f"experiments/{name}.py: config() must return ExperimentConfig or a dict of them")
-        check_required(name, module, cfg, overrides)
         cfg.run.name = f"{name}/{arm}" if arm else name
-        resolved[arm] = apply_overrides(cfg, overrides)
+        resolved[arm] = apply_overrides(cfg, overrides, before_validate=lambda c: check_required(name, module, c))
     return resolved
 
 
-def check_required(name: str, module, cfg: ExperimentConfig, overrides: list[str]) -> None:
-    """The keys experiments/NAME.py lists in REQUIRED must be set, by the experiment or on the command line."""
+def check_required(name: str, module, cfg: ExperimentConfig) -> None:
+    """The keys experiments/NAME.py lists in REQUIRED must be set (by the experiment or on the command
+    line), those tied to stages only when one of their stages runs."""
     from omegaconf import OmegaConf
 
-    given = {o.partition("=")[0].strip() for o in overrides}
     node = OmegaConf.structured(cfg)
-    missing = [f"{key}={what}" for key, what in getattr(module, "REQUIRED", {}).items()
-               if key not in given and OmegaConf.select(node, key) is None]
+    missing = []
+    for key, need in getattr(module, "REQUIRED", {}).items():
+        what, stages = need if isinstance(need, tuple) else (need, ())
+        if OmegaConf.select(node, key) is None and (not stages or set(stages) & set(cfg.stages)):
+            missing.append(f"{key}={what}")
     if missing:
         raise ConfigError(f"experiment '{name}' needs {' and '.join(missing)}")
 
 
 def resume(run_dir: Path) -> int:
     """Continue the run in `run_dir` with the config it was started with."""
+    import copy
+
     from k15.config import load_yaml
     from k15.pipeline import run_pipeline
+    from k15.preflight import preflight
     from k15.quiet import quiet_libraries
+    from k15.runs import Summary
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    from k15.preflight import preflight
-
     quiet_libraries()
     cfg = load_yaml(run_dir / "config.yaml")
-    preflight(cfg)
+    remaining = copy.deepcopy(cfg)  # the inputs of finished stages are not needed again
+    remaining.stages = [s for s in cfg.stages if s not in Summary.load(run_dir).data["stages"]]
+    preflight(remaining)
     run_pipeline(cfg, run_dir, resume=True)
     return 0
 

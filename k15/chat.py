@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.data.packing import IGNORE
 from k15.errors import ConfigError
+from k15.models.decoder import generation_eos
 from k15.synthetic.traces import Piece
 from k15.tokenizer import encode, prompt_ids, stop_token_ids
 
@@ -61,15 +62,15 @@ class ChatFormat:
         return _end_of_turn(self, tok)
 
     def _find_end_of_turn(self, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
-        prompt = "1+1="
-        head = self.render(tok, prompt)
-        full = self.render(tok, prompt, _SENTINEL)
-        before, found, after = full.partition(_SENTINEL)
-        if not found or before != head:
-            raise ConfigError(
-                "data.chat_template: the template does not write the assistant turn right after its generation "
-                "prompt, so SFT and RL would see different prompts; use another template"
-            )
+        # Only the text after the response is taken from the whole exchange: an SFT example is the
+        # generation prompt + response + this, exactly what RL and evaluation see and continue. (Some
+        # templates write the assistant turn differently from their generation prompt, e.g. R1-style
+        # ones end the generation prompt with "<think>\n"; the model is trained as it is prompted.)
+        full = self.render(tok, "1+1=", _SENTINEL)
+        _, found, after = full.partition(_SENTINEL)
+        if not found:
+            raise ConfigError("data.chat_template: the template does not write the assistant's response "
+                              "(rendered with a test response, it is missing); use another template")
         ids = encode(tok, after)
         specials = set(tok.all_special_ids) | set(stop_token_ids(tok))
         trained = next((i + 1 for i, t in enumerate(ids) if t in specials), len(ids))
@@ -89,19 +90,22 @@ class ChatFormat:
             labels += tail[:trained] + [IGNORE] * (len(tail) - trained)
         return ids, labels
 
-    def stop_ids(self, tok: PreTrainedTokenizerBase) -> list[int]:
+    def stop_ids(self, tok: PreTrainedTokenizerBase, model=None) -> list[int]:
+        """</answer> and eos, the template's end of turn, and the model's own end-of-sequence ids
+        (its generation_config: Qwen2.5-Instruct ends with <|im_end|> or <|endoftext|>)."""
         ids = stop_token_ids(tok)
         if self.template is not None:
             tail, trained = self.end_of_turn(tok)
-            if trained and tail[trained - 1] not in ids:
+            if trained:
                 ids.append(tail[trained - 1])
-        return ids
+        ids += generation_eos(model) if model is not None else []
+        return list(dict.fromkeys(ids))  # in order, once each
 
     def response_text(self, tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
-        """The response as the verifier reads it: a final eos or end-of-turn token is not part of the answer
-        (`#### 72<|im_end|>` is a complete GSM8K answer), while `</answer>` closes the answer block and stays."""
-        enders = set(self.stop_ids(tok)) - set(tok.convert_tokens_to_ids(["</answer>"]))
-        if ids and ids[-1] in enders:
+        """The response as the verifier reads it: a final special token (eos, end of turn, a model's other
+        end-of-text) is not part of the answer (`#### 72<|im_end|>` is a complete GSM8K answer), while
+        `</answer>` closes the answer block and stays."""
+        if ids and ids[-1] in _enders(self, tok):
             ids = ids[:-1]
         return tok.decode(ids)
 
@@ -109,6 +113,11 @@ class ChatFormat:
 @functools.lru_cache(maxsize=16)  # rendered once per format and tokenizer, not once per example
 def _end_of_turn(fmt: ChatFormat, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
     return fmt._find_end_of_turn(tok)
+
+
+@functools.lru_cache(maxsize=16)  # response_text runs once per sample
+def _enders(fmt: ChatFormat, tok: PreTrainedTokenizerBase) -> frozenset[int]:
+    return (frozenset(fmt.stop_ids(tok)) | frozenset(tok.all_special_ids)) - frozenset(tok.convert_tokens_to_ids(["</answer>"]))
 
 
 RAW = ChatFormat()

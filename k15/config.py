@@ -18,9 +18,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from k15.errors import CheckpointError, ConfigError
-from k15.models.attention import check_attn_implementation
-from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
+from k15.errors import ConfigError
+from k15.models.attention import ATTN_IMPLEMENTATIONS
 from k15.rewards.answers import GOLD_SOURCES as ANSWER_FROM
 from k15.models.projector import ProjectorConfig
 from k15.models.vision import VisionConfig
@@ -397,8 +396,10 @@ def apply_preset(cfg: ExperimentConfig, group: str, name: str) -> None:
     setattr(cfg, group, OmegaConf.to_object(merged))
 
 
-def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply `key=value` overrides (YAML values, coerced to the schema's types) and validate."""
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str],
+                    before_validate: Callable[[ExperimentConfig], None] | None = None) -> ExperimentConfig:
+    """Apply `key=value` overrides (YAML values, coerced to the schema's types) and validate;
+    `before_validate` sees the overridden config first (an experiment's own requirements)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -425,6 +426,8 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
                 f"config key '{key}' expects {_type_name(cfg, key)}, got {raw!r}"
             ) from None
     result = OmegaConf.to_object(node)
+    if before_validate is not None:
+        before_validate(result)
     validate(result)
     return result
 
@@ -505,12 +508,6 @@ def _type_name(cfg: Any, key: str) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
 
@@ -535,27 +532,13 @@ def validate(cfg: ExperimentConfig) -> None:
     need(m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size must be divisible by model.num_heads")
     need(m.num_heads % max(m.num_kv_heads, 1) == 0, "model.num_heads must be divisible by model.num_kv_heads")
     d = cfg.data
-    need(d.chat_template in ("none", "model") or Path(d.chat_template).is_file(),
-         f"data.chat_template must be none, model or a Jinja file; {d.chat_template} is none of these")
     need(d.chat_template != "none" or not d.system_prompt,
          "data.system_prompt needs a chat template (data.chat_template=model or a Jinja file)")
     need(d.answer_from in ANSWER_FROM, f"data.answer_from must be one of {', '.join(ANSWER_FROM)}, got '{d.answer_from}'")
     need(0.0 <= d.max_missing_answers <= 1.0, f"data.max_missing_answers must be in [0, 1], got {d.max_missing_answers}")
-    for key, path, stages in (("rl.prompt_path", cfg.rl.prompt_path, ("rl", "l2s_rl", "shortest_rs", "dpo")),
-                              ("eval.prompt_path", cfg.eval.prompt_path, ("eval",)),
-                              ("sft.data_path", cfg.sft.data_path, ("sft",)),
-                              ("pretrain.data_path", cfg.pretrain.data_path, ("pretrain",))):
-        if path and set(stages) & set(cfg.stages):
-            need(Path(path).exists(), f"{key}: {path} does not exist")
-    try:  # a hub id, a missing directory, or one without config, weights or tokenizer files
-        if m.init_from:
-            check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
-        if m.tokenizer:
-            check_tokenizer_dir(m.tokenizer, "model.tokenizer")
-    except CheckpointError as exc:
-        problems.append(str(exc))
-    attn_problem = check_attn_implementation(m.attn_implementation, cfg.trainer.accelerator)
-    need(attn_problem is None, f"model.attn_implementation: {attn_problem}")
+    # (files, checkpoint directories, CUDA and flash-attn are the machine's, checked by k15.preflight)
+    need(m.attn_implementation in ATTN_IMPLEMENTATIONS,
+         f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got '{m.attn_implementation}'")
     w = cfg.world
     need(1 <= w.min_level <= w.max_level <= 9, f"world levels need 1 <= min_level <= max_level <= 9, got {w.min_level}..{w.max_level}")
     need(0.0 < w.heldout_fraction < 1.0, f"world.heldout_fraction must be in (0, 1), got {w.heldout_fraction}")
@@ -689,8 +672,6 @@ def validate(cfg: ExperimentConfig) -> None:
     t = cfg.trainer
     need(t.devices > 0 and t.num_nodes > 0, "trainer.devices and trainer.num_nodes must be > 0")
     need(t.strategy in STRATEGIES, f"trainer.strategy must be one of {', '.join(STRATEGIES)}, got '{t.strategy}'")
-    need(t.accelerator not in ("gpu", "cuda") or _cuda_available(),
-         f"trainer.accelerator={t.accelerator} but no CUDA device is visible; on a CPU machine add trainer=cpu")
     need(t.strategy != "fsdp" or t.accelerator != "cpu",
          "trainer.strategy=fsdp needs GPUs (Lightning's FSDPStrategy refuses CPU); use trainer.strategy=fsdp2 on CPU")
     need(t.strategy != "fsdp" or not {"rl", "l2s_rl"} & set(cfg.stages),

@@ -1,5 +1,6 @@
-"""Everything a run reads from disk, checked before any stage trains (and before its run directory exists).
+"""Everything a run needs from the machine, checked before any stage trains (and before its run directory exists).
 
+    0. the machine: CUDA for trainer.accelerator=gpu, flash-attn for model.attn_implementation=flash_attention_2
     1. the starting checkpoint (`model.init_from`) and tokenizer (`model.tokenizer`): config.json,
        weights and tokenizer files present, the context k15 will use within the model's own
     2. the chat format (`data.chat_template`, `data.system_prompt`): it renders with that tokenizer
@@ -15,11 +16,15 @@ they run (cheap next to training), so a preflight never changes what a stage doe
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+import torch
 
 from k15.chat import RAW, ChatFormat
 from k15.config import ExperimentConfig
-from k15.errors import CheckpointError, DataError
+from k15.errors import CheckpointError, ConfigError, DataError
+from k15.models.attention import check_attn_implementation
 from k15.models.vlm import VisionLanguageModel
 
 PROMPT_STAGES = ("rl", "l2s_rl", "shortest_rs", "dpo")  # stages that read rl.prompt_path
@@ -36,6 +41,12 @@ def preflight(cfg: ExperimentConfig) -> None:
     from k15.tokenizer import load_tokenizer, unencodable_characters
 
     m = cfg.model
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible; "
+                          "on a CPU machine add trainer=cpu")
+    attn_problem = check_attn_implementation(m.attn_implementation, cfg.trainer.accelerator)
+    if attn_problem:
+        raise ConfigError(f"model.attn_implementation: {attn_problem}")
     if m.init_from:
         check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
         context = _model_context(Path(m.init_from))
@@ -70,8 +81,10 @@ def preflight(cfg: ExperimentConfig) -> None:
         sets.append(("rl.prompt_path", cfg.rl.prompt_path))
     if "eval" in stages and cfg.eval.prompt_path:
         sets.append(("eval.prompt_path", cfg.eval.prompt_path))
+    prompts_of: dict[str, set[str]] = {}
     for key, path in sets:
         records = read_prompt_set(path, fields, key)
+        prompts_of[key] = {r.prompt for r in records}
         RewardRegistry.from_config(cfg.rewards).check(records)  # a verifier for every prompt, usable tests for code
         representable(((f"prompt {r.id}", r.prompt) for r in records if not r.images), path)
         if key == "rl.prompt_path":  # room for a response; the sampler's needs (difficulty labels for a curriculum)
@@ -82,7 +95,12 @@ def preflight(cfg: ExperimentConfig) -> None:
             check_prompt_lengths(records[:n], tok, cfg.eval.max_new_tokens, context, path, chat=chat,
                                  what="eval.max_new_tokens", context_key="the model's context")
     if "pretrain" in stages and cfg.pretrain.data_path and not Path(cfg.pretrain.data_path).is_file():
-        raise DataError(f"pretrain.data_path: file not found: {cfg.pretrain.data_path}")
+        raise DataError(f"pretrain.data_path: not found: {cfg.pretrain.data_path}")
+    if len(prompts_of) == 2:  # held-out numbers from prompts RL trained on are not held out
+        shared = prompts_of["rl.prompt_path"] & prompts_of["eval.prompt_path"]
+        if shared:
+            print(f"WARNING: {len(shared)} of {len(prompts_of['eval.prompt_path'])} prompts of eval.prompt_path are also in "
+                  "rl.prompt_path: the evaluation is not held out", file=sys.stderr)
 
 
 def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None, chat: ChatFormat = RAW,

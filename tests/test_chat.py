@@ -80,3 +80,17 @@ def test_llama3_template_ends_its_turn_with_eot(tmp_path):
     assert tok.convert_tokens_to_ids("<|eot_id|>") in chat.stop_ids(tok)
     first, second = chat.prompt_ids(tok, "hi")[:2]
     assert first == tok.bos_token_id and second != tok.bos_token_id  # the template writes <|begin_of_text|>, once
+
+
+def test_a_template_whose_generation_prompt_opens_the_thinking(tiny_qwen2, tmp_path):
+    """R1-style templates end the generation prompt with "<think>" and a newline, which the rendered exchange does not
+    hold: SFT trains the response after exactly the prompt RL and evaluation continue from."""
+    _, tok = load_model_and_tokenizer(ModelConfig(), tiny_qwen2)
+    r1 = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    (tmp_path / "r1.jinja").write_text(r1)
+    chat = chat_format(str(tmp_path / "r1.jinja"), None, tok)
+    prompt = chat.prompt_ids(tok, "hi")
+    ids, labels = chat.example(tok, "hi", [Piece("so</think> \\boxed{1}")])
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n<think>\n") and ids[: len(prompt)] == prompt
+    assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE]) == "so</think> \\boxed{1}<|im_end|>"

@@ -172,3 +172,14 @@ def test_a_borrowed_arm_that_does_not_exist_is_a_one_line_error(out):
     with pytest.raises(SystemExit, match=r"--borrow uniform=curriculum:uniform: .*curriculum/seed0/arms.json has no arm 'uniform'"):
         findings.main(["run", "--findings", "prioritized", "--borrow", "uniform=curriculum:uniform",
                        "--base", tiny_model(out / "base"), "--out", str(out), "--seeds", "0"])
+
+
+def test_fingerprints_of_finished_runs_survive_keys_added_later():
+    """778b0ae12b65: the quickstart's fingerprint at commit 3f3a2d4, before eval.prompt_path, eval.pass_k,
+    rewards.math.answer_format existed; at their defaults they must not change it, set they must."""
+    from experiments.quickstart import config
+
+    cfg = config()
+    assert findings.fingerprint(cfg) == "778b0ae12b65"
+    cfg.eval.pass_k = [1, 4]
+    assert findings.fingerprint(cfg) != "778b0ae12b65"

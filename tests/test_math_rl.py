@@ -19,7 +19,7 @@ def scalars(tb_dir, prefix: str) -> dict[str, float]:
     return {t: events.Scalars(t)[-1].value for t in events.Tags()["scalars"] if t.startswith(prefix)}
 
 
-def test_math_rl_end_to_end_on_a_tiny_qwen2(tiny_qwen2, tmp_path):
+def test_math_rl_end_to_end_on_a_tiny_qwen2(tiny_qwen2, tmp_path, capsys):
     run = tmp_path / "run"
     code = main([
         "math_rl", f"model.init_from={tiny_qwen2}", f"rl.prompt_path={MATH}",
@@ -31,6 +31,8 @@ def test_math_rl_end_to_end_on_a_tiny_qwen2(tiny_qwen2, tmp_path):
         "trainer.progress=false",
     ])
     assert code == 0
+    # the project's tiny held-out set is its training set, and the run says so
+    assert "12 of 12 prompts of eval.prompt_path are also in rl.prompt_path" in capsys.readouterr().err
     summary = json.loads((run / "summary.json").read_text())
     init, rl = summary["eval"]["init"], summary["eval"]["rl"]
     # the held-out set is grouped by MATH's "Level N", with pass@1 and pass@4 from 4 samples per problem

@@ -48,7 +48,7 @@ class ModelSampler:
         self.model.eval()
         out = sample_responses(
             self.model, self.tok, ids, temperature, self.no_cot_max_new_tokens if no_cot else self.max_new_tokens,
-            self.batch_size, self.seed * 1000 + self.calls, self.chat.stop_ids(self.tok),
+            self.batch_size, self.seed * 1000 + self.calls, self.chat.stop_ids(self.tok, self.model),
         )
         self.model.train(was_training)
         prefix = self.answer_start if no_cot else ""

@@ -22,6 +22,7 @@ they are. A malformed row fails with its file and line (or row) and the field at
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -86,13 +87,18 @@ def _text(value: object, where: str, name: str, fields: FieldMap) -> str:
 
 
 def _difficulty(value: object, where: str, fields: FieldMap) -> int | None:
-    """An integer label, or the one integer inside a text label such as MATH's "Level 3"."""
+    """An integer label, or the one integer inside a text label such as MATH's "Level 3". A text without
+    a number (MATH has a few "Level ?") is no label: the curriculum counts and refuses such prompts."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():  # a Parquet column with nulls reads as floats
+        return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    numbers = re.findall(r"-?\d+", value) if isinstance(value, str) else []
-    if len(numbers) != 1:
+    numbers = re.findall(r"-?\d+", value) if isinstance(value, str) else None
+    if numbers == []:
+        return None
+    if numbers is None or len(numbers) != 1:
         raise DataError(f"{where}: field '{fields.difficulty}' ({fields.key('difficulty')}) must be int or a text "
                         f"holding one integer, got {value!r}")
     return int(numbers[0])
@@ -110,9 +116,12 @@ def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptR
     prompt = _text(row[fields.prompt], where, "prompt", fields)
     if not prompt.strip():
         raise DataError(f"{where}: field '{fields.prompt}' is empty")
-    if fields.answer_from == "none" and not _text(row[fields.answer], where, "answer", fields).strip():
+    raw_answer = row[fields.answer]
+    if fields.answer_from == "none" and raw_answer is not None and not _text(raw_answer, where, "answer", fields).strip():
         raise DataError(f"{where}: field '{fields.answer}' is empty")
-    answer = gold_answer(_text(row[fields.answer], where, "answer", fields), fields.answer_from)
+    if raw_answer is None:  # a null in a Parquet column: no gold answer, counted like one answer_from cannot find
+        return None
+    answer = gold_answer(_text(raw_answer, where, "answer", fields), fields.answer_from)
     if answer is None:
         return None
     images = row.get("images") or []
@@ -185,15 +194,25 @@ def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str =
 
 
 def write_prompt_set(records: list[PromptRecord], path: str | Path) -> None:
-    """JSONL in k15's own field names, which the default FieldMap reads back as they are."""
+    """JSONL in k15's own field names, which the default FieldMap reads back as they are. A record's
+    other fields come along where JSON can hold them (not image bytes or timestamps), and never
+    overwrite the mapped ones (a raw `answer` column beside the mapped `solution`)."""
     rows = []
     for r in records:
         row = {k: v for k, v in asdict(r).items() if k != "extra"}
         row["images"], row["tests"] = list(r.images), list(r.tests)
         if row["pass_rate"] is None:
             del row["pass_rate"]
-        rows.append({**row, **r.extra})
+        rows.append({**row, **{k: v for k, v in r.extra.items() if k not in row and _jsonable(v)}})
     write_jsonl(rows, path)
+
+
+def _jsonable(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def synthetic_prompt_set(world: WorldConfig, n: int, seed: int) -> list[PromptRecord]:

@@ -3,7 +3,8 @@
 Formats, chosen by what the path is:
 
 - a `.jsonl` / `.json` file of JSON lines, one object a line (blank lines skipped);
-- a `.parquet` file, read with pyarrow;
+- a `.parquet` file, read with pyarrow, or a directory of them (the shards of a hub download,
+  `train-00000-of-00002.parquet`, ...), read in name order;
 - a directory written by `datasets.Dataset.save_to_disk` (a DatasetDict directory is refused:
   pass DIR/SPLIT).
 
@@ -22,14 +23,17 @@ from pathlib import Path
 from k15.errors import DataError
 
 JSONL_SUFFIXES = (".jsonl", ".json")
-KNOWN = ".jsonl, .json (JSON lines), .parquet, or a directory written by datasets' save_to_disk"
+KNOWN = ".jsonl, .json (JSON lines), .parquet, a directory of .parquet files, or one written by datasets' save_to_disk"
 
 
 def read_rows(path: str | Path, what: str) -> list[tuple[str, dict]]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{what}: not found: {path}")
-    if path.is_dir():
+    shards = sorted(path.glob("*.parquet")) if path.is_dir() and not (path / "state.json").exists() else []
+    if shards:
+        rows = [row for shard in shards for row in _read_parquet(shard, what)]
+    elif path.is_dir():
         rows = _read_datasets_dir(path, what)
     elif path.suffix.lower() in JSONL_SUFFIXES:
         rows = _read_jsonl(path, what)
@@ -95,7 +99,8 @@ def _read_datasets_dir(path: Path, what: str) -> list[tuple[str, dict]]:
         raise DataError(f"{what}: {path} is a DatasetDict with splits {splits}; pass {path}/SPLIT")
     state_file = path / "state.json"
     if not state_file.is_file():
-        raise DataError(f"{what}: {path} is a directory but not one written by datasets' save_to_disk (no state.json)")
+        raise DataError(f"{what}: {path} is a directory but neither one of .parquet files nor one written by "
+                        "datasets' save_to_disk (no state.json)")
     import datasets  # imported here: slow to import, and only these directories need it
 
     try:

@@ -94,6 +94,8 @@ class EvalResult:
         if self.group_by == "level":  # the synthetic world's shape, which tools/findings.py reads
             out["levels"] = groups
         else:
+            for group, r in self.levels.items():
+                groups[str(group)]["problems"] = r.problems
             out["group_by"], out["groups"] = self.group_by, groups
             out["verdicts"] = dict(sorted(self.verdicts.items()))
         return out
@@ -119,7 +121,8 @@ def sample_responses(
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > context:
         raise DataError(f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model context ({context})")
-    engine = RolloutEngine(model, max_batch_size=batch_size, max_seq_len=context)
+    # the cache holds what these prompts need, not the model's whole context (32k positions for Qwen2.5)
+    engine = RolloutEngine(model, max_batch_size=min(batch_size, len(prompts)), max_seq_len=longest + max_new_tokens)
     stops = tuple(stop_ids if stop_ids is not None else stop_token_ids(tok))
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stops)
     return engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
@@ -156,7 +159,8 @@ def evaluate_prompt_set(
     records = records[: cfg.num_prompts] if cfg.num_prompts else records
     n = cfg.samples_per_problem
     flat = [r for r in records for _ in range(n)]
-    responses = _sampled(model, tok, [chat.prompt_ids(tok, r.prompt) for r in flat], cfg, seed, chat.stop_ids(tok))
+    prompts = [chat.prompt_ids(tok, r.prompt) for r in records]  # rendered once per record, not per sample
+    responses = _sampled(model, tok, [p for p in prompts for _ in range(n)], cfg, seed, chat.stop_ids(tok, model))
     ids = [f"{r.id}#{j % n}" for j, r in enumerate(flat)]
     with RewardRegistry.from_config(rewards or RewardConfig()) as registry:
         by_id = registry.score([(i, chat.response_text(tok, resp), r) for i, resp, r in zip(ids, responses, flat)])

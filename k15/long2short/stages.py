@@ -41,7 +41,7 @@ def sample_candidates(cfg: ExperimentConfig, model_dir: Path
     prompts = [chat.prompt_ids(tok, r.prompt) for r in records]
     n = l2s.samples_per_prompt
     flat = [p for p in prompts for _ in range(n)]
-    responses = sample_responses(model, tok, flat, l2s.temperature, l2s.max_new_tokens, 256, cfg.run.seed, chat.stop_ids(tok))
+    responses = sample_responses(model, tok, flat, l2s.temperature, l2s.max_new_tokens, 256, cfg.run.seed, chat.stop_ids(tok, model))
     items = [(f"{i}#{j}", chat.response_text(tok, responses[i * n + j]), r) for i, r in enumerate(records) for j in range(n)]
     with RewardRegistry.from_config(cfg.rewards) as registry:
         verdicts = registry.score(items)

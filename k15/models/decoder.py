@@ -108,5 +108,12 @@ def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Pat
     return path
 
 
+def generation_eos(model) -> list[int]:
+    """The end-of-sequence ids of a model's generation_config, what HF generate stops at (a k15 VLM: its decoder's)."""
+    config = getattr(model, "generation_config", None) or getattr(getattr(model, "decoder", None), "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
 def num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -13,8 +13,9 @@ from transformers import PreTrainedTokenizerBase
 
 from k15.config import ModelConfig
 from k15.distributed import barrier, full_weights, is_rank_zero
-from k15.models.decoder import export, load_model_and_tokenizer
+from k15.models.decoder import EXPORT_PROBE, export, load_model_and_tokenizer
 from k15.models.vlm import VisionLanguageModel, is_vlm_dir, load_vlm, save_vlm
+from k15.tokenizer import check_tokenizer_roundtrip
 
 
 def load_policy(cfg: ModelConfig, source: str | Path | None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
@@ -32,4 +33,5 @@ def export_policy(model: nn.Module, tok: PreTrainedTokenizerBase, path: str | Pa
     if is_rank_zero():
         save_vlm(weights, tok, path)
     barrier()  # no rank loads the export before it is written
+    check_tokenizer_roundtrip(tok, path, EXPORT_PROBE)  # as for text models: the saved tokenizer reloads to the same ids
     return Path(path)

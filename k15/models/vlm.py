@@ -46,7 +46,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from k15.config import ModelConfig
 from k15.data.packing import IGNORE, document_mask
 from k15.errors import CheckpointError, ConfigError, DataError
-from k15.models.decoder import build_decoder, load_decoder
+from k15.models.decoder import build_decoder, generation_eos, load_decoder
 from k15.models.projector import ProjectorConfig, Projector, default_readout_ids
 from k15.models.vision import ImageProcessor, VisionConfig, VisionTower, as_image_list, encode_groups, tower_tokens
 from k15.models.checkpoint_dir import check_model_dir
@@ -196,10 +196,7 @@ class VisionLanguageModel(nn.Module):
 
 def _stop_ids(stop_token_ids: list[int] | None, model: PreTrainedModel) -> list[int]:
     """The given stop ids, else the model's generation config's eos ids (what HF generate stops at)."""
-    if stop_token_ids is not None:
-        return list(stop_token_ids)
-    eos = model.generation_config.eos_token_id
-    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return list(stop_token_ids) if stop_token_ids is not None else generation_eos(model)
 
 
 # ---------------------------------------------------------------------------------------------------

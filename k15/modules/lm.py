@@ -89,7 +89,7 @@ class CausalLMModule(L.LightningModule):
         room = self.model.config.max_position_embeddings - max(len(p) for p in prompts)
         weights = full_weights(self.model)  # FSDP2: gathered on every rank (a collective); generating is local
         responses = sample_responses(weights, self.tok, prompts, 0.0, min(64, room), len(prompts), seed=0,
-                                     stop_ids=self.chat.stop_ids(self.tok))
+                                     stop_ids=self.chat.stop_ids(self.tok, self.model))
         lines = [f"    {p}{self.tok.decode(r)}" for p, r in zip(self.sample_prompts, responses)]
         experiment.add_text(f"samples/{self.stage_name}", "\n".join(lines), step)
         self.model.train(was_training)

@@ -220,7 +220,7 @@ class RLModule(L.LightningModule):
         c = self.cfg
         return SamplingParams(
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-            stop_token_ids=tuple(self.chat.stop_ids(self.tok)),
+            stop_token_ids=tuple(self.chat.stop_ids(self.tok, self.model)),
             repeat=RepeatRule(c.repeat.ngram, c.repeat.threshold) if c.repeat.ngram else None,
         )
 

@@ -6,18 +6,20 @@ Formats (`rewards.math.answer_format`, or a prompt's own `extra["answer_format"]
     gsm8k       the `#### N` line ending the response: GSM8K solutions
     answer_is   "The answer is X" / "the final answer is X" (any case): X up to the end of its sentence
                 or line, a trailing period removed; X may be display math on the next line
-    auto        all of the above (the default): the answers found must agree, and a refusal by any one
-                format (multiple, empty, trailing, too_long) is the verdict. The other formats read the
-                text outside answer blocks, and a #### line counts only when it holds a number: "#### Step
-                2" is a markdown heading
+    auto        the first of answer_tag, boxed, gsm8k, answer_is that finds anything outside the
+                reasoning decides (the default): its answer, or its refusal (multiple, empty, trailing,
+                too_long). Only one answer ever counts, so writing answers in several formats gains
+                nothing, and prose such as "I'm not sure the answer is right" before a \\boxed{} costs
+                nothing. The other formats read the text outside answer blocks, and a #### line counts
+                only when it holds a number: "#### Step 2" is a markdown heading
 Every answer is then unwrapped: one \\boxed{...} or one pair of $...$, $$...$$, \\(...\\), \\[...\\]
 removed. In boxed, gsm8k and answer_is a plain number loses its currency sign, thousands commas and
 final period ("$1,234." -> "1234"), so that its $ is not read as a second math span (a hedge).
 
 Reason codes (anything but ok scores 0, and each is counted):
     ok            exactly one final answer
-    multiple      several different answers (boxes, #### lines, "the answer is", answer blocks, or in
-                  auto formats that disagree), or a hedge inside one answer ("$3$ or $5$")
+    multiple      several different answers in the deciding format (boxes, #### lines, "the answer is",
+                  answer blocks), or a hedge inside one answer ("$3$ or $5$")
     in_reasoning  an answer only inside the reasoning
     empty         \\boxed{}, an empty #### line, an empty answer block
     missing       no answer at all
@@ -88,14 +90,9 @@ def find_answer(response: str, answer_format: str = "auto", max_chars: int | Non
         return _read(answer_format, outside, reasoning, max_chars)
     results = [_answer_tag(response, max_chars)]
     results += [_read(name, outside, reasoning, max_chars, auto=True) for name in ("boxed", "gsm8k", "answer_is")]
-    refused = [f for f in results if f.reason not in (OK, IN_REASONING, MISSING)]
-    if refused:
-        return refused[0]
-    matched = [f for f in results if f.reason == OK]
-    if len({_key(f.answer) for f in matched}) > 1:
-        return Found(None, MULTIPLE, "auto")
-    if matched:
-        return matched[0]
+    deciding = [f for f in results if f.reason not in (IN_REASONING, MISSING)]  # in priority order
+    if deciding:
+        return deciding[0]
     hidden = [f for f in results if f.reason == IN_REASONING]
     return hidden[0] if hidden else Found(None, MISSING, "auto")
 

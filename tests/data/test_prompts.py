@@ -41,7 +41,7 @@ def test_user_rows_with_optional_fields_load(tmp_path):
     "bad, message",
     [
         ({k: v for k, v in GOOD.items() if k != "answer"}, r"p.jsonl:2: field 'answer' is missing"),
-        ({**GOOD, "id": "b", "difficulty": "hard"}, r"p.jsonl:2: field 'difficulty' \(data.difficulty_field\) must be int"),
+        ({**GOOD, "id": "b", "difficulty": "level 3 or 4"}, r"p.jsonl:2: field 'difficulty' \(data.difficulty_field\) must be int"),
         ({**GOOD, "id": "b", "answer": " "}, r"p.jsonl:2: field 'answer' is empty"),
         ({**GOOD, "id": "b", "pass_rate": 2}, r"p.jsonl:2: field 'pass_rate'"),
         (GOOD, r"p.jsonl:2: field 'id' repeats 'a' from line 1"),
@@ -97,3 +97,26 @@ def test_rows_without_a_gold_answer_are_counted_and_refused_above_the_threshold(
     strict = FieldMap(prompt="question", answer="answer", answer_from="gsm8k", max_missing_answers=0.0)
     with pytest.raises(DataError, match=r"1 of 20 rows \(first: .*p.jsonl:20\); that is more than data.max_missing_answers=0"):
         read_prompt_set(tmp_path / "p.jsonl", strict)
+
+
+def test_labels_without_a_number_nulls_and_columns_json_cannot_hold(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "problem": ["p1", "p2", "p3", "p4"],
+        "solution": ["so \\boxed{1}", None, "so \\boxed{3}", "so \\boxed{4}"],
+        "level": ["Level 2", "Level 1", "Level ?", None],
+        "answer": ["WRONG"] * 4,  # a raw column named like one of k15's own fields
+        "seen": [datetime.datetime(2025, 1, 1)] * 4,
+    })
+    pq.write_table(table, tmp_path / "m.parquet")
+    fields = FieldMap(prompt="problem", answer="solution", answer_from="boxed", difficulty="level", max_missing_answers=0.3)
+    records = read_prompt_set(tmp_path / "m.parquet", fields)
+    # the null solution is a missing gold answer (1 of 4, left out); "Level ?" and a null level are no label
+    assert [(r.prompt, r.answer, r.difficulty) for r in records] == [("p1", "1", 2), ("p3", "3", None), ("p4", "4", None)]
+    write_prompt_set(records, tmp_path / "out.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in rows] == ["1", "3", "4"] and "seen" not in rows[0]  # mapped fields win; no datetime

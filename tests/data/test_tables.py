@@ -129,7 +129,7 @@ def test_missing_path(tmp_path):
 def test_directory_that_is_not_a_datasets_directory(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "rows.jsonl").write_text('{"a": 1}\n')
-    fails(tmp_path / "d", r"not one written by datasets' save_to_disk")
+    fails(tmp_path / "d", r"neither one of .parquet files nor one written by datasets' save_to_disk")
 
 
 def test_dataset_dict_directory_lists_its_splits(tmp_path):
@@ -200,3 +200,14 @@ def test_write_jsonl_round_trips(tmp_path):
     write_jsonl(rows, tmp_path / "sub" / "o.jsonl")
     assert [r for _, r in read_rows(tmp_path / "sub" / "o.jsonl", WHAT)] == rows
     assert json.loads((tmp_path / "sub" / "o.jsonl").read_text(encoding="utf-8").splitlines()[0]) == rows[0]
+
+
+def test_a_directory_of_parquet_shards_reads_in_name_order(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for i, names in enumerate((["a", "b"], ["c"])):
+        pq.write_table(pa.table({"prompt": names}), tmp_path / f"train-0000{i}-of-00002.parquet")
+    rows = read_rows(tmp_path, "rl.prompt_path")
+    assert [r["prompt"] for _, r in rows] == ["a", "b", "c"]
+    assert rows[2][0] == f"{tmp_path / 'train-00001-of-00002.parquet'} row 1"

@@ -67,3 +67,16 @@ def test_prompt_set_without_difficulty_groups_by_domain(monkeypatch):
     monkeypatch.setattr(evaluate_module, "_sampled", lambda *a: [encode(TOK, "<answer>4</answer>")] * 2)
     result = evaluate_prompt_set(None, TOK, records, EvalConfig(samples_per_problem=1), seed=0)
     assert result.group_by == "domain" and result.levels["arithmetic"].pass_at_1 == 0.0 and result.levels["math"].pass_at_1 == 1.0
+
+
+def test_prompt_set_overall_numbers_are_means_over_problems(monkeypatch):
+    # difficulty 1: p1 right 2 of 2, p2 right 0 of 2; difficulty 2: p3 right 2 of 2 -> over problems (1 + 0 + 1) / 3
+    records = [PromptRecord(f"p{i}", f"{i}+0=", str(i), d, "arithmetic") for i, d in ((1, 1), (2, 1), (3, 2))]
+    said = {"p1": ["1", "1"], "p2": ["0", "0"], "p3": ["3", "3"]}
+    texts = iter(f"<answer>{a}</answer>" for r in records for a in said[r.id])
+    monkeypatch.setattr(evaluate_module, "_sampled", lambda model, tok, prompts, *a: [encode(tok, next(texts)) for _ in prompts])
+    result = evaluate_prompt_set(None, TOK, records, EvalConfig(samples_per_problem=2, pass_k=[1, 2]), seed=0)
+    assert result.pass_at_1 == pytest.approx(2 / 3)  # not the mean of the two groups' means (0.5 + 1) / 2
+    assert result.pass_at_k(2) == pytest.approx(2 / 3)  # p1 and p3 solved at least once in 2
+    assert result.to_dict()["groups"]["1"] == {"pass@1": 0.5, "pass@2": 0.5, "mean_tokens": 3.0, "long_share": 0.0,
+                                               "samples": 4, "problems": 2}

@@ -1,7 +1,5 @@
 """tools/make_tiny_checkpoint.py writes a directory that loads like a real Qwen2.5 / Llama-3 download."""
 
-import time
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -25,7 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 def test_loads_with_auto_classes_chats_and_generates(tmp_path, family):
-    start = time.perf_counter()
     path = make_tiny_checkpoint(tmp_path / family, family)
     check_model_dir(path)  # every part k15 expects is there
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
@@ -48,7 +45,6 @@ def test_loads_with_auto_classes_chats_and_generates(tmp_path, family):
     assert out.shape[1] > inputs["input_ids"].shape[1]
     text = "Mia has 123 apples \u2014 $\\frac{3}{4}$, na\u00efve\n\t\U0001F600"  # every byte is in a byte-level alphabet
     assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
-    assert time.perf_counter() - start < 10
 
 
 def test_same_seed_same_files_other_seed_other_weights(tmp_path):

@@ -70,9 +70,9 @@ CASES = {
     "unknown experiment": (["quikstart"], "unknown experiment 'quikstart'"),
     "k = 0": (["quickstart", "rl.samples_per_prompt=0"], "rl.samples_per_prompt must be > 0"),
     "negative budget": (["quickstart", "rl.partial.budget=-4"], "rl.partial.budget"),
-    "missing SFT file": (["quickstart", *SFT_ONLY, "sft.data_path={tmp}/nope.jsonl"], "sft.data_path: {tmp}/nope.jsonl does not exist"),
-    "missing RL prompt file": (["quickstart", "rl.prompt_path={tmp}/nope.parquet"], "rl.prompt_path: {tmp}/nope.parquet does not exist"),
-    "missing eval prompt file": (["quickstart", "eval.prompt_path={tmp}/held.jsonl"], "eval.prompt_path: {tmp}/held.jsonl does not exist"),
+    "missing SFT file": (["quickstart", *SFT_ONLY, "sft.data_path={tmp}/nope.jsonl"], "sft.data_path: not found: {tmp}/nope.jsonl"),
+    "missing RL prompt file": (["quickstart", "rl.prompt_path={tmp}/nope.parquet"], "rl.prompt_path: not found: {tmp}/nope.parquet"),
+    "missing eval prompt file": (["quickstart", "eval.prompt_path={tmp}/held.jsonl"], "eval.prompt_path: not found: {tmp}/held.jsonl"),
     "row without the mapped field": (["quickstart", "rl.prompt_path={gsm8k}", "data.prompt_field=question",
                                       "data.answer_from=gsm8k"], "gsm8k.jsonl:2: field 'question' is missing (set data.prompt_field"),
     "no gold answer": (["quickstart", "rl.prompt_path={no_gold}", "data.answer_from=gsm8k"],
@@ -131,3 +131,17 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(ConfigError):
         main(["quickstart", "rl.iteratons=3", "--debug"])
+
+
+def test_the_machine_is_checked_before_anything_runs_but_not_for_print_config(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: trainer=gpu is fine here")
+    assert main(["quickstart", "trainer=gpu", f"run.dir={tmp_path / 'new'}"]) == 2
+    assert "trainer.accelerator=gpu but no CUDA device is visible; on a CPU machine add trainer=cpu" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    # planning a GPU run on a login node: the config prints without the machine, checkpoint or files
+    assert main(["math_rl", "model.init_from=/nowhere/qwen", "rl.prompt_path=/nowhere/train.parquet",
+                 "eval.prompt_path=/nowhere/test.jsonl", "--print-config"]) == 0
+    assert "init_from: /nowhere/qwen" in capsys.readouterr().out

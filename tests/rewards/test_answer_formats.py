@@ -88,9 +88,18 @@ TABLE = [
     ("<think>w</think><answer>\\boxed{0.75}</answer>", "\\frac{3}{4}", "auto", 1.0, "ok"),
     ("### Step 1: count\n48 + 24 = 72\n#### Step 2: answer\n\\boxed{72}", "72", "auto", 1.0, "ok"),  # headings
     ("So \\boxed{1,234}.\n#### 1234", "1234", "auto", 1.0, "ok"),
-    ("The answer is 3.\n\\boxed{5}", "5", "auto", 0.0, "multiple"),  # formats disagree: a hedge
-    ("\\boxed{72}\n#### 27", "72", "auto", 0.0, "multiple"),
-    ("\\boxed{3}\n<answer>5</answer>", "5", "auto", 0.0, "multiple"),
+    # auto: the first format in the order answer_tag, boxed, gsm8k, answer_is that finds anything decides;
+    # the others are not read, so an answer written in a second format gains nothing and costs nothing
+    ("\\boxed{72}\n#### 27", "72", "auto", 1.0, "ok"),
+    ("\\boxed{3}\n#### 5", "5", "auto", 0.0, "wrong"),
+    ("\\boxed{3}\n<answer>5</answer>", "5", "auto", 1.0, "ok"),
+    ("<answer>3</answer> \\boxed{5}", "5", "auto", 0.0, "trailing"),
+    ("The answer is 3.\n\\boxed{5}", "5", "auto", 1.0, "ok"),
+    ("I'm not sure the answer is right. Actually \\boxed{7}", "7", "auto", 1.0, "ok"),
+    ("Therefore, the answer is $x = 5$.\n\n\\boxed{5}", "5", "auto", 1.0, "ok"),
+    ("So the answer is $5$ apples.\n\n\\boxed{5}", "5", "auto", 1.0, "ok"),
+    ("The answer is 5 cm. \\boxed{5}", "5", "auto", 1.0, "ok"),
+    ("The answer is $\\frac{1}{2}$.\n\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", "auto", 1.0, "ok"),
     ("\\boxed{3} or maybe \\boxed{5}", "5", "auto", 0.0, "multiple"),
     ("The answer is \\boxed{}.", "5", "auto", 0.0, "empty"),
     ("#### 72\nI hope it is correct.", "72", "auto", 0.0, "trailing"),
@@ -113,7 +122,7 @@ def test_formats_and_hacks(response, gold, fmt, reward, reason):
         (GSM8K_SOLUTION, "auto", "72", "gsm8k"),
         ("So the answer is 1,234.", "auto", "1234", "answer_is"),
         ("<think>w</think><answer>\\boxed{0.75}</answer>", "auto", "0.75", "answer_tag"),  # the box is the block's
-        ("\\boxed{72}\n#### 27", "auto", None, "auto"),  # disagreeing formats: no single one decided
+        ("\\boxed{72}\n#### 27", "auto", "72", "boxed"),  # the boxed answer decides; #### is not read
         ("I do not know.", "auto", None, "auto"),
         ("#### 72", "boxed", None, "boxed"),
     ],
