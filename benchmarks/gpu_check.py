@@ -1,10 +1,13 @@
 """One-GPU check: packed training tokens/s and MFU, the flash-attention varlen kernel on packed rows
-against padded SDPA, rollout tokens/s (ours vs HF generate), FSDP2 sanity.
+against padded SDPA, rollout tokens/s (ours vs HF generate), FSDP2 sanity, and the real pipeline
+under trainer=fsdp and trainer=fsdp2.
 
-Runs with the device machine's own packages (torch, transformers, pyyaml; lightning is not needed):
-it imports from k15 only modules that need nothing else (k15.rollout.engine, k15.data.packing,
-k15.models.attention, k15.perf). Start it through benchmarks/gpu_check.sh, which checks those
-packages first.
+Phases 1-4 run with the device machine's own packages (torch, transformers, pyyaml; lightning is not
+needed): they import from k15 only modules that need nothing else (k15.rollout.engine,
+k15.data.packing, k15.models.attention, k15.perf). Phases 5-6 start `python -m experiments.run`,
+which needs all of k15's dependencies: the ones the machine lacks travel as wheels
+(benchmarks/fetch_gpu_wheels.sh). Start it through benchmarks/gpu_check.sh, which installs those and
+checks the rest first.
 
     python benchmarks/gpu_check.py               # on a CUDA GPU: configs/model/0.5b.yaml, bf16
     python benchmarks/gpu_check.py --cpu-dry-run # the same code paths at tiny size on CPU, fp32
@@ -20,19 +23,38 @@ packages first.
    tokens/s (forward + backward) of both. Without flash-attn (or CUDA) flash is reported skipped
    and the packed side runs on SDPA, which the CPU dry run checks in fp32.
 3. rollout: RolloutEngine vs HF generate(), same model in bf16, greedy, no stop token.
-4. fsdp: FSDP2 `fully_shard` on a one-process group (nccl on GPU, gloo on CPU), a few steps.
-Peak GPU memory is reset per phase (k15.perf). Figures go to $OUT/gpu_check.json when OUT is set.
-The last line is `gpu_check ratio=X.XX` (rollout tokens/s, ours over HF).
+4. fsdp: FSDP2 `fully_shard` on a one-process group (nccl on GPU, gloo on CPU), fp32 weights (checked)
+   with bf16 autocast, a few steps.
+5. pipeline_fsdp: `experiments.run quickstart` at a tiny size under trainer=fsdp (Lightning's
+   FSDPStrategy, the preset as it is but on one GPU), stages pretrain, sft, eval (validate refuses RL
+   under fsdp). GPU only: the CPU dry run reports it skipped.
+6. pipeline_fsdp2: the same under trainer=fsdp2 (ModelParallelStrategy + fully_shard, sharded
+   checkpoints), stages pretrain, rl, eval; on CPU in the dry run.
+   Both record wall time per run and per stage, and check that every stage's Hugging Face export
+   holds exactly the weights its config describes (no FSDP wrapper names or flat parameters).
+
+Every phase gets its own copy of the model config: `_from_config(cfg, dtype=...)` writes the dtype
+onto the config it is given, so a shared one carried the bf16 of the rollout phase into the FSDP
+phase (whose fp32 check now catches that).
+Peak GPU memory is reset per phase (k15.perf). Figures go to $OUT/gpu_check.json when OUT is set, the
+pipelines' logs to $OUT/pipeline_<strategy>.log. At the end: `gpu_check summary {...}` (one JSON
+line: each phase's status, time and headline figures), then `gpu_check ratio=X.XX` (rollout
+tokens/s, ours over HF).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import inspect
 import json
 import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +71,7 @@ from k15.perf import read_gpu_peak_mb  # noqa: E402
 from k15.rollout.engine import RolloutEngine, SamplingParams  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0}  # dense bf16, vendor datasheets
+PHASES = ("train", "varlen", "rollout", "fsdp", "pipeline_fsdp", "pipeline_fsdp2")
 TINY = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, max_seq_len=512)
 
 
@@ -64,6 +87,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--fsdp-steps", type=int, default=4)
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="the pipeline phases get what is left of this (gpu_check.sh stops everything at 560 s)")
+    p.add_argument("--only", default=None, help="comma-separated phases to run (default: all): " + ", ".join(PHASES))
     args = p.parse_args()
     if args.cpu_dry_run:
         args.vocab, args.row_len, args.rows, args.steps = 256, 256, 2, 2
@@ -397,6 +423,13 @@ def rollout_phase(args, cfg: Qwen2Config, device: torch.device, dtype: torch.dty
     return out
 
 
+def require_fp32(model: torch.nn.Module) -> None:
+    """Training keeps fp32 weights and lets autocast run the matmuls in bf16; pure bf16 weights lose the small updates."""
+    wrong = sorted({str(p.dtype) for p in model.parameters()} - {"torch.float32"})
+    if wrong:
+        raise RuntimeError(f"parameters in {', '.join(wrong)}, not float32: was the model config shared with a bf16 phase?")
+
+
 def fsdp_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) -> dict:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
@@ -409,6 +442,7 @@ def fsdp_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) -> 
     try:
         with torch.device(device):
             model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="sdpa")
+        require_fp32(model)  # master weights: a config that came out of a bf16 phase would make them bf16
         for layer in model.model.layers:
             fully_shard(layer)
         fully_shard(model)
@@ -422,12 +456,166 @@ def fsdp_phase(args, cfg: Qwen2Config, device: torch.device, autocast: bool) -> 
             times.append(seconds)
             losses.append(loss)
         ok = all(x == x for x in losses) and losses[-1] < losses[0]
-        return {"losses": losses, "step_s": times, "loss_fell": ok, "gpu_peak_mb": read_gpu_peak_mb()}
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+        return {"losses": losses, "step_s": times, "loss_fell": ok, "param_dtypes": dtypes, "gpu_peak_mb": read_gpu_peak_mb()}
     finally:
         dist.destroy_process_group()
 
 
+# ---------------------------------------------------------------------------------------- pipelines
+
+# What `python -m experiments.run` imports (setup.cfg's install_requires, by module name); the device
+# machine lacks several of them, which gpu_check.sh installs from the carried wheels.
+PIPELINE_MODULES = ("lightning", "transformers", "tokenizers", "safetensors", "omegaconf", "tensorboard", "rich",
+                    "einops", "numpy", "matplotlib", "yaml", "PIL", "webdataset", "braceexpand", "math_verify")
+# A ~0.2M-parameter model and short stages: this checks that the strategies run the real code end to
+# end (checkpoints and exports included), not how fast they are.
+PIPELINE_SIZES = [
+    "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2",
+    "model.intermediate_size=128", "model.max_seq_len=128", "world.max_level=3", "run.threads=2",
+    "pretrain.max_steps=20", "pretrain.batch_size=8", "pretrain.seq_len=128", "pretrain.num_documents=400",
+    "sft.max_steps=20", "sft.batch_size=8", "sft.num_examples=400", "trainer.checkpoint_every_n_steps=10",
+    "rl.iterations=3", "rl.num_prompts=64", "rl.prompts_per_iteration=4", "rl.samples_per_prompt=4",
+    "rl.max_new_tokens=48", "rl.checkpoint_every_n_iterations=2",
+    "eval.problems_per_level=4", "eval.samples_per_problem=2", "eval.max_new_tokens=48",
+]
+# The CPU dry run: smaller still, one thread (the sizes above take half a minute on two busy cores).
+DRY_RUN_SIZES = [
+    "model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=64", "model.max_seq_len=64", "run.threads=1",
+    "pretrain.max_steps=10", "pretrain.seq_len=64", "pretrain.num_documents=200", "sft.max_steps=10",
+    "sft.num_examples=200", "trainer.checkpoint_every_n_steps=5", "rl.iterations=2", "rl.num_prompts=32",
+    "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=30", "eval.problems_per_level=2",
+    "eval.samples_per_problem=1", "eval.max_new_tokens=30",
+]
+PIPELINES = {  # strategy: (its overrides, its stages)
+    # Lightning's FSDPStrategy as the preset has it (bf16-mixed, activation checkpointing, sharded
+    # checkpoints), on one GPU; validate refuses RL under fsdp.
+    "fsdp": (["trainer=fsdp", "trainer.devices=1", "eval.models=[sft]"], ["pretrain", "sft", "eval"]),
+    # FSDP2 through ModelParallelStrategy, with RL (its rollout engine gathers the full weights), and
+    # sharded checkpoints as a run at scale would write them.
+    "fsdp2": (["trainer=fsdp2", "trainer.devices=1", "trainer.sharded_checkpoints=true", "eval.models=[rl]"],
+              ["pretrain", "rl", "eval"]),
+}
+
+
+def export_problems(path: Path) -> str | None:
+    """None if the Hugging Face export at `path` holds exactly the weights its config describes, in
+    their shapes; else what is wrong (an FSDP wrapper's names or flat parameters would be)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        want.pop("lm_head.weight", None)  # save_pretrained leaves the tied copy out
+    got = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            got.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    reshaped = sorted(k for k in want.keys() & got.keys() if want[k] != got[k])
+    problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped)) if keys]
+    return "; ".join(problems) or None
+
+
+def pipeline_phase(args, strategy: str, device: torch.device, deadline: float) -> dict:
+    """`experiments.run quickstart` under trainer=STRATEGY on one device, in a process of its own."""
+    if strategy == "fsdp" and device.type != "cuda":
+        return {"skipped": "trainer=fsdp is Lightning's FSDPStrategy, which refuses CPU: runs on the GPU only"}
+    missing = [m for m in PIPELINE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"missing Python packages: {', '.join(missing)} (run benchmarks/fetch_gpu_wheels.sh on the "
+                           "development machine and carry benchmarks/wheels; gpu_check.sh installs them)")
+    timeout = min(240.0, deadline - time.monotonic())
+    if timeout < 60:
+        raise RuntimeError(f"only {timeout:.0f} s of the --budget-s left: not started")
+    where = ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed"] if device.type == "cuda" else ["trainer.accelerator=cpu"]
+    chosen, stages = PIPELINES[strategy]
+    chosen = chosen + [f"stages=[{','.join(stages)}]"] + where
+    overrides = PIPELINE_SIZES + (DRY_RUN_SIZES if args.cpu_dry_run else []) + chosen  # the last of a key wins
+    work = Path(tempfile.mkdtemp(prefix=f"gpu_check_{strategy}_"))
+    try:
+        run_dir = work / "run"
+        cmd = [sys.executable, "-m", "experiments.run", "quickstart", *overrides, f"run.dir={run_dir}"]
+        # The FSDP phase left its rendezvous address here; the run starts its own process group.
+        env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+        env["PYTHONUNBUFFERED"] = "1"
+        log = Path(os.environ["OUT"], f"pipeline_{strategy}.log") if os.environ.get("OUT") else work / "log"
+        start = time.perf_counter()
+        try:
+            with open(log, "w") as f:
+                f.write(" ".join(cmd) + "\n")
+                f.flush()
+                proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        wall = time.perf_counter() - start
+        out = {"command": "python -m experiments.run quickstart " + " ".join(chosen) + " (+ tiny sizes)",
+               "rc": rc, "wall_s": round(wall, 1), "log": str(log)}
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+        out["stage_wall_s"] = {k: v.get("wall_s") for k, v in summary.get("stages", {}).items()}
+        out["peak_gpu_mb"] = {k: v["peak_gpu_mb"] for k, v in summary.get("stages", {}).items() if "peak_gpu_mb" in v}
+        out["eval_pass@1"] = {k: v.get("pass@1") for k, v in summary.get("eval", {}).items()}
+        out["exports"] = {s: export_problems(run_dir / s / "model") or "ok"
+                          for s in stages if (run_dir / s / "model" / "config.json").is_file()}
+        trained = [s for s in stages if s != "eval"]
+        problems = []
+        if rc != 0:
+            problems.append(f"exit status {rc}")
+        if set(out["stage_wall_s"]) != set(stages):
+            problems.append(f"summary.json has stages {sorted(out['stage_wall_s'])}, expected {stages}")
+        if set(out["exports"]) != set(trained) or any(v != "ok" for v in out["exports"].values()):
+            problems.append(f"exports: {out['exports']}")
+        if problems:
+            out["error"] = "; ".join(problems) + " | log tail: " + log.read_text()[-1500:]
+        out["ok"] = not problems
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints of a tiny model; the log is in $OUT
+
+
+def run_phases(phases: dict, cfg: Qwen2Config, report: dict, after=lambda name: None) -> None:
+    """Run each phase on its own deep copy of `cfg` (HF's `_from_config` writes the dtype it was given
+    onto the config), recording its result, or its error, and its time in `report`."""
+    for name, phase in phases.items():
+        start = time.perf_counter()
+        try:
+            report[name] = phase(copy.deepcopy(cfg))
+        except Exception as e:  # one broken phase must not hide the others' figures
+            report[name] = {"error": f"{type(e).__name__}: {e}"}
+        report[name]["phase_s"] = time.perf_counter() - start
+        print(f"{name}: {json.dumps(report[name])}", flush=True)
+        after(name)
+
+
+def summary(report: dict, total_s: float) -> dict:
+    """One line's worth: each phase's status, time and headline figures."""
+    headline = {"train": ("tokens_per_s", "mfu", "attention"), "varlen": ("agree", "loss_abs_diff", "flash_attention_2"),
+                "rollout": ("ratio", "greedy_rows_identical_frac"), "fsdp": ("loss_fell", "param_dtypes"),
+                "pipeline_fsdp": ("wall_s", "stage_wall_s"), "pipeline_fsdp2": ("wall_s", "stage_wall_s")}
+    phases = {}
+    for name, r in report.items():
+        if name not in headline:
+            continue
+        status = "failed" if "error" in r else "skipped" if "skipped" in r else "ok"
+        phases[name] = {"status": status, "s": round(r.get("phase_s", 0.0), 1),
+                        **{k: r[k] for k in headline[name] if k in r}}
+        if status == "skipped":
+            phases[name]["why"] = r["skipped"]
+    failed = [n for n, p in phases.items() if p["status"] == "failed"]
+    if report.get("varlen", {}).get("agree") is False:
+        failed.append("varlen")
+    if report.get("fsdp", {}).get("loss_fell") is False:
+        failed.append("fsdp")
+    failed = sorted(set(failed))
+    return {"ok": not failed, "failed": failed, "total_s": round(total_s, 1), "device": report["device"], "phases": phases}
+
+
 def main() -> None:
+    started = time.monotonic()
     args = parse_args()
     if args.cpu_dry_run:
         device, dtype, autocast = torch.device("cpu"), torch.float32, False
@@ -448,22 +636,29 @@ def main() -> None:
     }
     print(json.dumps(report), flush=True)
     out_dir = os.environ.get("OUT")
-    for name, phase in (("train", lambda: train_phase(args, cfg, device, autocast)),
-                        ("varlen", lambda: varlen_phase(args, cfg, device, dtype)),
-                        ("rollout", lambda: rollout_phase(args, cfg, device, dtype)),
-                        ("fsdp", lambda: fsdp_phase(args, cfg, device, autocast))):
-        start = time.perf_counter()
-        try:
-            report[name] = phase()
-        except Exception as e:  # one broken phase must not hide the others' figures
-            report[name] = {"error": f"{type(e).__name__}: {e}"}
-        report[name]["phase_s"] = time.perf_counter() - start
-        print(f"{name}: {json.dumps(report[name])}", flush=True)
+    deadline = started + args.budget_s
+    phases = {
+        "train": lambda c: train_phase(args, c, device, autocast),
+        "varlen": lambda c: varlen_phase(args, c, device, dtype),
+        "rollout": lambda c: rollout_phase(args, c, device, dtype),
+        "fsdp": lambda c: fsdp_phase(args, c, device, autocast),
+        "pipeline_fsdp": lambda c: pipeline_phase(args, "fsdp", device, deadline),
+        "pipeline_fsdp2": lambda c: pipeline_phase(args, "fsdp2", device, deadline),
+    }
+    if args.only:
+        unknown = set(args.only.split(",")) - set(phases)
+        if unknown:
+            sys.exit(f"gpu_check: unknown phase(s) {', '.join(sorted(unknown))}; phases: {', '.join(phases)}")
+        phases = {k: v for k, v in phases.items() if k in args.only.split(",")}
+
+    def after(name: str) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if out_dir:
             Path(out_dir, "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    t, v, r, f = report["train"], report["varlen"], report["rollout"], report["fsdp"]
+
+    run_phases(phases, cfg, report, after)
+    t, v, r, f = (report.get(k, {"error": "not run"}) for k in ("train", "varlen", "rollout", "fsdp"))
     print("\n| check | result |\n|---|---|")
     if "error" not in t:
         mfu = f"{t['mfu']:.1%}" if t["mfu"] is not None else "n/a"
@@ -475,14 +670,23 @@ def main() -> None:
     if "error" not in r:
         print(f"| rollout | ours {r['ours_tokens_per_s']:.0f} tok/s, HF {r['hf_tokens_per_s']:.0f} tok/s, greedy identical rows {r['greedy_rows_identical_frac']:.0%} |")
     if "error" not in f:
-        print(f"| fsdp2 (1 process) | losses {', '.join(f'{x:.3f}' for x in f['losses'])}, fell: {f['loss_fell']} |")
-    failed = [k for k in ("train", "varlen", "rollout", "fsdp") if "error" in report[k]]
-    if v.get("agree") is False:
-        failed.append("varlen (packed and padded losses disagree)")
-    if failed:
-        print(f"FAILED phases: {', '.join(failed)} (errors above)")
+        print(f"| fsdp2 (1 process, {'/'.join(f['param_dtypes'])} weights) | losses {', '.join(f'{x:.3f}' for x in f['losses'])}, fell: {f['loss_fell']} |")
+    for strategy in PIPELINES:
+        p = report.get(f"pipeline_{strategy}")
+        if p is None:
+            continue
+        result = (f"skipped: {p['skipped']}" if "skipped" in p else "FAILED (see its log)" if "error" in p else
+                  f"ok in {p['wall_s']:.0f} s (stages: {', '.join(f'{k} {s:.0f} s' for k, s in p['stage_wall_s'].items())}); exports ok")
+        print(f"| pipeline, trainer={strategy} | {result} |")
+    s = summary(report, time.monotonic() - started)
+    report["summary"] = s
+    if out_dir:
+        Path(out_dir, "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    if s["failed"]:
+        print(f"FAILED phases: {', '.join(s['failed'])} (errors above)")
+    print("gpu_check summary " + json.dumps(s))
     print(f"gpu_check ratio={r.get('ratio', float('nan')):.2f}")
-    sys.exit(1 if failed or ("loss_fell" in f and not f["loss_fell"]) else 0)
+    sys.exit(1 if s["failed"] else 0)
 
 
 if __name__ == "__main__":

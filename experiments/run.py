@@ -9,6 +9,11 @@ An experiment is a module experiments/NAME.py whose `config()` returns an Experi
 dict {arm name: ExperimentConfig} for an ablation; its optional `REQUIRED` dict names the keys a user
 must set ({key: what to pass}, or {key: (what to pass, stages that read it)}, e.g. a checkpoint directory). Bad input ends with one line naming the
 problem and exit status 2; `--debug` shows the traceback.
+
+Exit status: 0 done; 2 bad input; 143 (SIGTERM) or 138 (SIGUSR1, SLURM's warning before a kill):
+preempted, i.e. stopped at the next safe point with a checkpoint and a line `preempted: ...` naming
+the stage, the step or iteration, the checkpoint and the `--resume RUN_DIR` command that continues
+the run bit for bit (k15.callbacks.preemption); anything else: a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from k15.callbacks.preemption import Preempted
 from k15.config import ExperimentConfig, apply_overrides, to_yaml
 from k15.errors import ConfigError, K15Error
 
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             first = next(iter(arms.values()))
             run_arms(arms, new_run_dir(first.run, args.name))
         return 0
+    except Preempted as stop:  # the line is printed; the status tells a scheduler the run is not done
+        return stop.code
     except K15Error as exc:
         if args.debug:
             raise

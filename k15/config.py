@@ -192,8 +192,10 @@ class SamplingConfig:
     hard_min_difficulty: int | None = None  # paper: difficulty >= this is hard; None: >= the set's median difficulty
     gradual_start: float = 0.3  # gradual: share of the set (easiest first) drawable at iteration 0
     gradual_iterations: int = 0  # gradual: iterations until the whole set is drawable
-    prioritized: bool = False  # P(i) proportional to (1 - s_i) + floor, s_i = prompt i's success rate
-    floor: float = 0.05  # keeps solved prompts drawable
+    prioritized: bool = False  # P(i in the draw) proportional to (1 - s_i) + floor, s_i = prompt i's success rate
+    # Keeps solved prompts drawable. 0: the paper's exact P(i) ∝ 1 - s_i; a solved prompt (s_i = 1) is then
+    # drawn only to fill slots the unsolved ones cannot (all solved: uniform), see k15.rl.sampler
+    floor: float = 0.05
     success_tracking: str = "ema"  # ema | counts (running mean, the initial value counting as one observation)
     ema_decay: float = 0.7  # ema: s <- decay * s + (1 - decay) * (this draw's success rate)
     initial_success: float = 0.5  # s_i before the first draw, for prompts without a curation pass_rate
@@ -214,7 +216,9 @@ class PartialRolloutConfig:
     """Partial rollouts (§2.6.2): a per-iteration token budget per trajectory and a replay buffer."""
 
     budget: int = 0  # output tokens per trajectory per iteration; 0 (or >= max_new_tokens): off, every response in one go
-    max_continuations: int = 4  # a trajectory continued this often and still unfinished is finalized as truncated
+    # A trajectory continued this often and still unfinished is finalized as truncated. budget x (max_continuations + 1)
+    # must reach max_new_tokens (validate() refuses less), so this never cuts an answer short of max_new_tokens.
+    max_continuations: int = 4
     loss_on: str = "all"  # all (every segment) | current (only tokens generated in this iteration)
     # Train only once this many groups have finished (they wait in the buffer until then); 0: train
     # whatever finished. A fresh Adam's first step has size ~lr whatever the batch, so steps on a
@@ -333,6 +337,9 @@ class TrainerConfig:
     sample_every_n_steps: int = 200  # log a few greedy generations as text
     progress: bool = True
     max_nonfinite_in_a_row: int = 3  # NaN/inf updates are skipped and counted; this many in a row stop the run
+    # Write the example indices of every step to RUN/<stage>/data_order.jsonl (pretraining, SFT; RL always
+    # writes the prompts it drew to RUN/rl/drawn.jsonl): see k15.callbacks.data_order
+    record_data_order: bool = False
 
 
 @dataclass
@@ -615,7 +622,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if s.curriculum == "gradual":
         need(s.gradual_iterations > 0, f"rl.sampling.curriculum=gradual needs rl.sampling.gradual_iterations > 0, got {s.gradual_iterations}")
         need(0.0 < s.gradual_start <= 1.0, f"rl.sampling.gradual_start must be in (0, 1], got {s.gradual_start}")
-    need(s.floor > 0, f"rl.sampling.floor must be > 0 (so solved prompts stay drawable), got {s.floor}")
+    need(s.floor >= 0 and math.isfinite(s.floor), f"rl.sampling.floor must be >= 0 (0: the paper's 1 - s_i exactly), got {s.floor}")
     need(s.success_tracking in ("ema", "counts"), f"rl.sampling.success_tracking must be ema or counts, got '{s.success_tracking}'")
     need(0.0 <= s.ema_decay < 1.0, f"rl.sampling.ema_decay must be in [0, 1), got {s.ema_decay}")
     need(0.0 <= s.initial_success <= 1.0, f"rl.sampling.initial_success must be in [0, 1], got {s.initial_success}")
@@ -629,6 +636,10 @@ def validate(cfg: ExperimentConfig) -> None:
     need(0 <= pr.min_groups <= r.prompts_per_iteration,
          f"rl.partial.min_groups must be in [0, rl.prompts_per_iteration], got {pr.min_groups}")
     need(pr.max_continuations >= 1, f"rl.partial.max_continuations must be >= 1, got {pr.max_continuations}")
+    reach = pr.budget * (pr.max_continuations + 1)
+    need(pr.budget <= 0 or reach >= r.max_new_tokens,  # (a negative budget is refused above)
+         f"rl.partial.budget x (rl.partial.max_continuations + 1) = {pr.budget} x {pr.max_continuations + 1} = {reach} is below "
+         f"rl.max_new_tokens={r.max_new_tokens}: answers would be cut short of it; raise the budget or max_continuations")
     need(pr.loss_on in ("all", "current"), f"rl.partial.loss_on must be all or current, got '{pr.loss_on}'")
     rp = r.repeat
     need(rp.ngram >= 0, f"rl.repeat.ngram must be >= 0 (0: off), got {rp.ngram}")

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from k15.config import MODEL_STAGES, VISION_STAGES, ExperimentConfig
 from k15.callbacks.checkpoint import IterationCheckpoint
+from k15.callbacks.preemption import Preempted, catch_signals, stop_if_requested
 from k15.data.pretrain import TextPretrainDataModule
 from k15.chat import RAW, ChatFormat, chat_format_of
 from k15.data.prompts import FieldMap, PromptDataModule, read_prompt_set, write_prompt_set
@@ -53,7 +54,20 @@ def run_pipeline(
 
     With `resume`, stages that summary.json records as finished are skipped (their exports are
     reused) and the first unfinished one continues from its last checkpoint, if it wrote one.
+    SIGTERM / SIGUSR1 stop the run at the next safe point with a checkpoint (k15.callbacks.preemption):
+    `Preempted` (a SystemExit, status 128 + signal) leaves, noted under "preempted" in summary.json.
     """
+    with catch_signals():
+        try:
+            return _run_stages(cfg, run_dir, exports, resume)
+        except Preempted as stop:
+            summary = Summary.load(run_dir)
+            summary.data.setdefault("preempted", []).append(stop.record)
+            summary.save()
+            raise
+
+
+def _run_stages(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] | None, resume: bool) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     summary = Summary.load(run_dir) if resume else Summary(run_dir)
@@ -97,6 +111,7 @@ def run_pipeline(
             stage, wall_s=round(time.perf_counter() - started, 1), **stage_memory(),
             **({"resumed_from": str(ckpt)} if ckpt else {}),
         )
+        stop_if_requested(run_dir, stage)  # a signal during an export or evaluation: stop here
     console.print(f"run directory: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
     summary.data["exports"] = {name: str(path) for name, path in exports.items()}
     summary.save()

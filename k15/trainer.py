@@ -11,10 +11,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.optimizer import _MockOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from k15.callbacks.checkpoint import PreemptionCheckpoint, ResumeReport
+from k15.callbacks.data_order import DrawnPrompts, ExampleOrder
+from k15.callbacks.progress import StageProgressBar
 from k15.checkpoint_io import AtomicCheckpointIO
 from k15.config import ExperimentConfig, TrainerConfig
 from k15.distributed import block_classes, shard_unit_classes
@@ -89,20 +92,30 @@ def make_trainer(
     log_every_n_steps: int | None = None,
 ) -> L.Trainer:
     """`step_checkpoints`: Lightning's ModelCheckpoint every N optimizer steps; stages that count
-    iterations instead (RL) pass their own checkpoint callback and False."""
+    iterations instead (RL) pass their own checkpoint callback and False.
+
+    Every stage also gets: its data-order record (k15.callbacks.data_order: RL's drawn.jsonl, or with
+    trainer.record_data_order the example indices of each step), a checkpoint and a non-zero exit on
+    SIGTERM / SIGUSR1, and the line a resumed stage prints (k15.callbacks.checkpoint).
+    """
     t = cfg.trainer
-    extra = []
+    stage, unit = stage_dir.name, "step" if step_checkpoints else "iteration"
+    # First in the list: a checkpoint written in the same on_train_batch_end must count this batch.
+    records = [DrawnPrompts(stage_dir / "drawn.jsonl")] if unit == "iteration" else (
+        [ExampleOrder(stage_dir / "data_order.jsonl")] if t.record_data_order else [])
+    extra, last = [], None
     if step_checkpoints:
-        extra.append(ModelCheckpoint(
+        last = ModelCheckpoint(
             dirpath=str(stage_dir / "checkpoints"),
             filename="step{step}",
             auto_insert_metric_name=False,
             every_n_train_steps=t.checkpoint_every_n_steps,
             save_last=True,
             save_top_k=-1,
-        ))
+        )
+        extra.append(last)
     if t.progress:
-        extra.append(TQDMProgressBar(refresh_rate=10))
+        extra.append(StageProgressBar(stage=str(logger.version)))  # the logger's version is the stage's name
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -114,7 +127,8 @@ def make_trainer(
         logger=logger,
         log_every_n_steps=log_every_n_steps or t.log_every_n_steps,
         gradient_clip_val=gradient_clip or None,
-        callbacks=extra + list(callbacks or []),
+        callbacks=records + extra + list(callbacks or []) + [
+            PreemptionCheckpoint(stage_dir.parent, stage, unit, last), ResumeReport(stage, unit)],
         enable_progress_bar=t.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

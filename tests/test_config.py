@@ -113,3 +113,21 @@ def test_saved_dicts_replace_the_defaults_instead_of_merging_into_them(tmp_path)
     loaded = load_yaml(tmp_path / "config.yaml")
     assert loaded.vision_tower.weights == {"ocr": 1.0} and loaded.vision_joint.weights_end == {}
     assert loaded == cfg
+
+
+def test_partial_rollouts_that_would_cut_answers_short_are_refused():
+    # budget x (max_continuations + 1) is the most tokens a trajectory can get: below max_new_tokens it is refused.
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(base(), ["rl.max_new_tokens=30", "rl.partial.budget=8", "rl.partial.max_continuations=2"])
+    assert str(err.value) == (
+        "rl.partial.budget x (rl.partial.max_continuations + 1) = 8 x 3 = 24 is below rl.max_new_tokens=30: "
+        "answers would be cut short of it; raise the budget or max_continuations"
+    )
+    for ok in (["rl.partial.max_continuations=3"], ["rl.partial.budget=10"], ["rl.partial.budget=0"], ["rl.partial.budget=40"]):
+        apply_overrides(base(), ["rl.max_new_tokens=30", "rl.partial.budget=8", "rl.partial.max_continuations=2"] + ok)
+
+
+def test_sampling_floor_zero_is_the_papers_rule_and_negative_is_refused():
+    assert apply_overrides(base(), ["rl.sampling.prioritized=true", "rl.sampling.floor=0"]).rl.sampling.floor == 0.0
+    with pytest.raises(ConfigError, match=r"rl.sampling.floor must be >= 0 \(0: the paper's 1 - s_i exactly\), got -0.1"):
+        apply_overrides(base(), ["rl.sampling.floor=-0.1"])

@@ -76,6 +76,21 @@ def test_verdicts():
     assert findings.compare((0.8, 0.0, 1), (0.9, 0.0, 1), "higher").startswith("inconclusive")
 
 
+def test_welch_t_test_by_hand():
+    import mpmath
+
+    # ref 0.80 +- 0.02, arm 0.86 +- 0.03 over 3 seeds: se = sqrt(0.02^2/3 + 0.03^2/3) = 0.020817, t = 0.06 / se
+    # = 2.8823, df = (v0+v1)^2 / (v0^2/2 + v1^2/2) = 3.4845; the two-sided p integrates the t density's tails
+    diff, t, p = findings.welch((0.80, 0.02, 3), (0.86, 0.03, 3))
+    df = 3.4845
+    density = lambda x: (mpmath.gamma((df + 1) / 2) / (mpmath.sqrt(df * mpmath.pi) * mpmath.gamma(df / 2))
+                         * (1 + x * x / df) ** (-(df + 1) / 2))
+    assert diff == pytest.approx(0.06) and t == pytest.approx(2.8823, abs=1e-4)
+    assert p == pytest.approx(float(2 * mpmath.quad(density, [t, mpmath.inf])), abs=1e-4)  # 0.0530
+    assert findings.compare((0.80, 0.02, 3), (0.86, 0.03, 3), "higher").startswith("not distinguishable")  # p > 0.05
+    assert findings.compare((0.80, 0.02, 5), (0.86, 0.03, 5), "higher").startswith("agrees")  # 5 seeds: p = 0.0075
+
+
 def test_report_fills_the_document_and_plots(out, tmp_path):
     doc = tmp_path / "results.md"
     doc.write_text("# x\n" + findings.BEGIN.format("prioritized") + "\nold\n" + findings.END.format("prioritized") + "\ntail\n")
@@ -176,7 +191,8 @@ def test_a_borrowed_arm_that_does_not_exist_is_a_one_line_error(out):
 
 def test_fingerprints_of_finished_runs_survive_keys_added_later():
     """778b0ae12b65: the quickstart's fingerprint at commit 3f3a2d4, before eval.prompt_path, eval.pass_k,
-    rewards.math.answer_format existed; at their defaults they must not change it, set they must."""
+    rewards.math.answer_format, trainer.record_data_order existed; at their defaults they must not change
+    it, set they must."""
     from experiments.quickstart import config
 
     cfg = config()

@@ -98,6 +98,7 @@ FINGERPRINT_SECTIONS = ("model", "world", "trainer", "pretrain", "sft", "rl", "r
 ADDED_LATER = {
     "eval": {"prompt_path": None, "num_prompts": 0, "pass_k": [1]},
     "rewards": {"math": {"answer_format": "auto"}},
+    "trainer": {"record_data_order": False},
 }
 
 
@@ -510,21 +511,40 @@ def aggregate(out: Path, experiment: str) -> dict[str, dict[str, tuple[float, fl
     return table
 
 
-def compare(ref: tuple[float, float, int], arm: tuple[float, float, int], expect: str) -> str:
-    """The verdict for one metric: the difference of means against twice its standard error."""
+ALPHA = 0.05  # the level of the verdicts' two-sided Welch t-test
+
+
+def welch(ref: tuple[float, float, int], arm: tuple[float, float, int]) -> tuple[float, float, float]:
+    """Difference of means (arm - ref), Welch's t and its two-sided p-value (Welch-Satterthwaite degrees
+    of freedom; the t distribution through mpmath's regularized incomplete beta, which sympy brings)."""
+    import mpmath
+
     (m0, s0, n0), (m1, s1, n1) = ref, arm
+    v0, v1 = s0 ** 2 / n0, s1 ** 2 / n1
+    diff = m1 - m0
+    if v0 + v1 == 0:  # no spread at all: any difference is certain, none is none
+        return diff, math.copysign(math.inf, diff) if diff else 0.0, 0.0 if diff else 1.0
+    t = diff / math.sqrt(v0 + v1)
+    df = (v0 + v1) ** 2 / (v0 ** 2 / (n0 - 1) + v1 ** 2 / (n1 - 1))
+    p = float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True))
+    return diff, t, p
+
+
+def compare(ref: tuple[float, float, int], arm: tuple[float, float, int], expect: str) -> str:
+    """The verdict for one metric: Welch's two-sided t-test of the difference of means at level ALPHA.
+    "similar" agrees when no difference is detected, which with few seeds is weak evidence of none."""
+    (m0, _, n0), (m1, _, n1) = ref, arm
     if min(n0, n1) < 2 or any(math.isnan(v) for v in (m0, m1)):
         return "inconclusive (fewer than 2 seeds)"
-    se = math.sqrt(s0 ** 2 / n0 + s1 ** 2 / n1)
-    diff = m1 - m0
-    separated = abs(diff) > 2 * se and abs(diff) > 1e-9
+    diff, _, p = welch(ref, arm)
+    said = f"({diff:+.3g}, Welch p={p:.2g})"
+    separated = p < ALPHA
     if expect == "similar":
-        return "agrees (no difference beyond 2 SE)" if not separated else f"differs ({diff:+.3g}, 2 SE {2 * se:.2g})"
+        return f"agrees (no difference at the {ALPHA:.0%} level) {said}" if not separated else f"differs {said}"
     want = 1 if expect == "higher" else -1
     if not separated:
-        return f"not distinguishable ({diff:+.3g}, 2 SE {2 * se:.2g})"
-    return (f"agrees ({diff:+.3g}, 2 SE {2 * se:.2g})" if diff * want > 0
-            else f"opposite ({diff:+.3g}, 2 SE {2 * se:.2g})")
+        return f"not distinguishable {said}"
+    return f"agrees {said}" if diff * want > 0 else f"opposite {said}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -707,7 +727,7 @@ def finding_table(out: Path, label: str) -> str:
         lines += level_table(table)
     finding = BY_EXPERIMENT.get(experiment)
     if finding and finding.expect and finding.reference in table:
-        lines += ["", f"Against `{finding.reference}` (difference of means vs twice its standard error over seeds):", ""]
+        lines += ["", f"Against `{finding.reference}` (Welch's two-sided t-test over seeds, level {ALPHA:.0%}):", ""]
         for arm, expects in finding.expect.items():
             if arm not in table:
                 continue

@@ -8,8 +8,9 @@
 A source is a named set of shards (k15.data.shards: a directory, glob, brace pattern or list) of any
 kind -- text-only, caption, interleaved, OCR, synthetic -- the kind is in each sample, not in the
 config. Its weight is its share of training *tokens* (image placeholders included): each next
-document comes from the source furthest below its share so far, so the realised shares follow the
-weights exactly, step by step. A source without a weight (or weight 0) is off, so the stages of
+document comes from the source furthest below its share so far, so the shares of the documents
+drawn stay within one document of the weights at every step (the shuffle buffer then mixes them
+across nearby batches). A source without a weight (or weight 0) is off, so the stages of
 the paper are changes of `weights` over one `shards` table (language-only, then vision, then the
 vision share raised to 30%). Every source repeats forever.
 

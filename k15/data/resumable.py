@@ -4,13 +4,18 @@ The order of epoch e is a pure function of (seed, e). When Lightning resumes mid
 how many batches of the epoch were trained on; the loader built after the restore skips exactly
 those. (Counting batches the loader has *yielded* would be off by one: Lightning fetches a batch
 ahead of the one it trains on.)
+
+With trainer.record_data_order the batches also carry `example_ids`, the dataset indices they hold
+(a list, left alone by device transfers and by the forward pass), which
+k15.callbacks.data_order.ExampleOrder writes down after each step.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from k15.callbacks.data_order import records_examples
 from k15.errors import ConfigError
 
 
@@ -78,6 +83,31 @@ class ResumableLoader(DataLoader):
         pass
 
 
+class Indexed(Dataset):
+    """A dataset whose items come with their index, (i, item), for the batch to say what it holds."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+def with_example_ids(collate):
+    """`collate` over the items of (i, item) pairs, the indices added to the batch as `example_ids`."""
+
+    def collate_indexed(pairs):
+        batch = collate([item for _, item in pairs])
+        if isinstance(batch, dict):
+            batch["example_ids"] = [i for i, _ in pairs]
+        return batch
+
+    return collate_indexed
+
+
 def resumable_loader(dataset, batch_size: int, seed: int, trainer, shuffle: bool = True, drop_last: bool = True,
                      collate_fn=None, shard: bool = False) -> ResumableLoader:
     """`shard`: on N processes each rank reads its share of every batch (pretraining, SFT); without it
@@ -87,4 +117,6 @@ def resumable_loader(dataset, batch_size: int, seed: int, trainer, shuffle: bool
         raise ConfigError(f"a batch of {batch_size} cannot be split across {world} processes; raise the stage's batch_size")
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world=world)
     sampler.skip = batches_done_in_epoch(trainer)
+    if records_examples(trainer):  # only then: the usual batches stay as they were
+        dataset, collate_fn = Indexed(dataset), with_example_ids(collate_fn or default_collate)
     return ResumableLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)

@@ -196,13 +196,14 @@ def tally(items: list[EvalItem], responses: list[list[int]], tok: PreTrainedToke
     rewards, lengths, longs = defaultdict(list), defaultdict(list), defaultdict(list)
     correct: dict[int | str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     shown = []
-    every = max(1, len(items) // examples)
+    count = min(examples, len(items))
+    picked = {j * len(items) // count for j in range(count)}  # `examples` of them, evenly spread
     for i, (item, ids, text, verdict) in enumerate(zip(items, responses, texts, verdicts, strict=True)):
         rewards[item.group].append(verdict.reward)
         lengths[item.group].append(len(ids))
         longs[item.group].append(float("<think>" in text))
         correct[item.group][item.problem].append(verdict.reward == 1.0)
-        if i % every == 0:
+        if i in picked:
             shown.append(f"[{verdict.reason}] {item.shown}{text}   (answer {item.answer})")
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     levels = {}

@@ -141,7 +141,9 @@ class RLModule(L.LightningModule):
             "rollouts": self.rollouts.state_dict(),
             "generator": self.generator.get_state(),
             "verdicts": dict(self.verdicts),
-            "optimizer": None if self.cfg.reset_optimizer or self.opt is None else self.opt.state_dict(),
+            # the persistent arm's Adam: live, or still parked from a resume whose iterations trained nothing yet
+            "optimizer": None if self.cfg.reset_optimizer else (
+                self.opt.state_dict() if self.opt is not None else self.persistent_opt_state),
             "guard": self.guard.state_dict(),
             "verifier_counts": dict(self.registry.counts),
         }
@@ -165,12 +167,13 @@ class RLModule(L.LightningModule):
         metrics: dict[str, float] = {}
         started = time.perf_counter()
         self._image_prompts.clear()
+        self.drawn: list[int] = []  # this iteration's new prompts (RUN/rl/drawn.jsonl, k15.callbacks.data_order)
         self.engine.load_weights(full_weights(self.model))  # under FSDP2 the shards are gathered first
         metrics["perf/weight_sync_s"] = time.perf_counter() - started
 
         t = time.perf_counter()
         done = self.rollouts.run(
-            self.iteration, self.rollout_engine(), lambda n: self.sampler.draw(n, self.iteration),
+            self.iteration, self.rollout_engine(), self.draw,
             self.prompt_tokens, self.sampling_params(), self.generator,
         )
         metrics["perf/rollout_s"] = time.perf_counter() - t
@@ -200,6 +203,12 @@ class RLModule(L.LightningModule):
         self.iteration += 1
         self.log_iteration(metrics, rollout, rewards)
         return None
+
+    def draw(self, n: int) -> list[int]:
+        """The sampler's next `n` prompt indices, kept in `drawn` for the record of what each iteration drew."""
+        drawn = self.sampler.draw(n, self.iteration)
+        self.drawn += drawn
+        return drawn
 
     def rollout_engine(self) -> RolloutEngine | ShardedEngine:
         """On N processes each rank generates its block of rows and all see every row (k15.distributed)."""
@@ -337,7 +346,7 @@ class RLModule(L.LightningModule):
             stats["rl/grad_norm"] = sum(grad_norms) / len(grad_norms)
         # on N processes, over this rank's rows: the others' reference rows are zeros here
         stats["rl/logp_mismatch"] = rollout.logprob_mismatch(ref_token_lp, owned_rows(torch.arange(n)).tolist())
-        stats["rl/adv_abs_mean"] = float(adv.abs().mean())
+        stats["rl/adv_abs_mean"] = float(adv.abs().mean())  # the whole iteration's, for every loss
         stats["rl/nonfinite_skipped"] = float(self.guard.skipped)
         return stats
 

@@ -100,7 +100,6 @@ def k15_loss(logp: Tensor, logp_ref: Tensor, adv: Tensor, tau: float) -> tuple[T
         "log_ratio_mean": log_ratio.detach().mean(),
         "log_ratio_absmax": log_ratio.detach().abs().max(),
         "adv_mean": adv.mean(),
-        "adv_absmean": adv.abs().mean(),
         "logp_mean": logp.detach().mean(),
     }
     return loss, stats
@@ -140,7 +139,6 @@ def reinforce_loss(logp: Tensor, adv: Tensor) -> tuple[Tensor, dict[str, Tensor]
         "loss": loss.detach(),
         "pg_loss": loss.detach(),
         "adv_mean": adv.mean(),
-        "adv_absmean": adv.abs().mean(),
         "logp_mean": logp.detach().mean(),
     }
     return loss, stats

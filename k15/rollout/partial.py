@@ -7,6 +7,13 @@ the next iteration (its prompt is then the original prompt plus all its earlier 
 prompts fill the slots that are free, k at a time. After `max_continuations` continuations a
 still-unfinished trajectory is finalized as truncated (finish reason "length").
 
+That cap must not cut answers short of max_new_tokens: a trajectory can get at most
+budget x (max_continuations + 1) tokens, so a budget with budget x (max_continuations + 1) <
+max_new_tokens is refused (here and in k15.config.validate). Since the engine fills every segment
+up to its limit unless the response stops, under an accepted setting a trajectory reaches
+max_new_tokens by its last allowed segment, and the cap is only a guard against continuing forever
+(rollout/capped_frac stays 0 unless an engine ends a segment short of its limit).
+
 Groups and the baseline (the paper leaves this open). The baseline of a sample is the mean reward
 of its own group of k. If finished members were trained at once and their unfinished siblings
 later, each part would be baselined against an incomplete group, and long trajectories (the ones
@@ -49,6 +56,11 @@ class PartialRollouts:
                  min_groups: int = 0):
         if budget < 0:
             raise ValueError(f"budget must be >= 0 (0: off), got {budget}")
+        if 0 < budget * (max_continuations + 1) < max_new_tokens:
+            raise ValueError(
+                f"budget x (max_continuations + 1) = {budget} x {max_continuations + 1} is below max_new_tokens={max_new_tokens}: "
+                "answers would be cut short"
+            )
         self.k, self.slots = group_size, group_size * groups_per_iteration
         self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
         self.budget = budget if budget < max_new_tokens else 0  # a budget that cuts nothing is no budget

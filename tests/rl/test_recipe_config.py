@@ -11,7 +11,7 @@ def test_recipe_keys_are_overridable_and_off_by_default():
     r = cfg.rl
     assert (r.sampling.curriculum, r.sampling.prioritized, r.length_penalty.weight, r.partial.budget, r.repeat.ngram) == ("none", False, 0.0, 0, 0)
     cfg = apply_overrides(cfg, ["rl.sampling.prioritized=true", "rl.sampling.curriculum=gradual", "rl.sampling.gradual_iterations=10",
-                                "rl.length_penalty.weight=0.1", "rl.partial.budget=16", "rl.partial.loss_on=current",
+                                "rl.length_penalty.weight=0.1", "rl.partial.budget=24", "rl.partial.loss_on=current",
                                 "rl.repeat.ngram=6"])
     assert cfg.rl.sampling.prioritized and cfg.rl.partial.loss_on == "current" and cfg.rl.repeat.ngram == 6
 
@@ -19,7 +19,7 @@ def test_recipe_keys_are_overridable_and_off_by_default():
 @pytest.mark.parametrize("overrides,fragment", [
     (["rl.sampling.curriculum=hardest"], "rl.sampling.curriculum must be none, paper or gradual"),
     (["rl.sampling.curriculum=gradual"], "needs rl.sampling.gradual_iterations > 0"),
-    (["rl.sampling.floor=0"], "rl.sampling.floor must be > 0"),
+    (["rl.sampling.floor=-0.1"], "rl.sampling.floor must be >= 0"),
     (["rl.sampling.success_tracking=window"], "rl.sampling.success_tracking must be ema or counts"),
     (["rl.length_penalty.weight=0.5", "rl.loss=rest"], "rl.length_penalty needs an advantage-based rl.loss"),
     (["rl.partial.loss_on=old"], "rl.partial.loss_on must be all or current"),

@@ -21,7 +21,7 @@ RECIPE = [
     "rl.sampling.curriculum=paper", "rl.sampling.hard_from_iteration=4", "rl.sampling.hard_min_difficulty=3",
     "rl.sampling.prioritized=true", "rl.sampling.histogram_every_n_iterations=5",
     "rl.length_penalty.weight=0.2", "rl.length_penalty.warmup_iterations=3",
-    "rl.partial.budget=2", "rl.partial.max_continuations=2",
+    "rl.partial.budget=2", "rl.partial.max_continuations=3",  # 2 x (3 + 1) = rl.max_new_tokens
     "rl.repeat.ngram=1", "rl.repeat.threshold=3", "rl.repeat.penalty=0.5",
 ]
 

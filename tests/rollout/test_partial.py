@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import asdict
 
+import pytest
 import torch
 
 from k15.rollout.engine import RolloutEngine, RolloutOutput
@@ -90,8 +91,8 @@ def run(rollouts, iteration, engine, drawn):
 
 
 def test_groups_wait_for_all_members_and_new_prompts_fill_free_slots():
-    # k=2, 3 groups per iteration (6 slots), budget 4 tokens, at most 2 continuations.
-    rollouts = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=16, budget=4, max_continuations=2)
+    # k=2, 3 groups per iteration (6 slots), budget 4 tokens, at most 2 continuations: 4 x 3 = max_new_tokens.
+    rollouts = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=12, budget=4, max_continuations=2)
     engine = ScriptedEngine([3, 4, 10, 2, 14, 5] + [1, 6] + [2, 2])
     drawn: list[int] = []
 
@@ -110,7 +111,7 @@ def test_groups_wait_for_all_members_and_new_prompts_fill_free_slots():
     buffer = io.BytesIO()
     torch.save(rollouts.state_dict(), buffer)
     buffer.seek(0)
-    copy = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=16, budget=4, max_continuations=2)
+    copy = PartialRollouts(group_size=2, groups_per_iteration=3, max_new_tokens=12, budget=4, max_continuations=2)
     copy.load_state_dict(torch.load(buffer, weights_only=True))
     r2_copy = run(copy, 2, ScriptedEngine([2, 2]), [])
 
@@ -121,9 +122,9 @@ def test_groups_wait_for_all_members_and_new_prompts_fill_free_slots():
     assert g10.tokens == script(10) and g10.segments == [(0, 4), (1, 4), (2, 2)] and g10.finish_reason == "stop"
     assert g1.tokens == script(2) and g1.segments == [(0, 2)]  # finished at 0, trained at 2 with its group
     assert g5.segments == [(0, 4), (1, 1)] and g6.segments == [(1, 4), (2, 2)]
-    # 14 tokens need 4 segments; after 2 continuations it is finalized as truncated with 12.
+    # 14 tokens would need 4 segments; the third brings it to max_new_tokens=12, truncated by length.
     assert g14.tokens == script(14)[:12] and g14.finish_reason == "length" and len(g14.segments) == 3
-    assert r2.stats["rollout/capped_frac"] == 1 / 5 and r2.stats["rollout/staleness_max"] == 2
+    assert r2.stats["rollout/capped_frac"] == 0 and r2.stats["rollout/staleness_max"] == 2
     assert not rollouts.buffer.groups and engine.lengths == []
 
 
@@ -155,3 +156,19 @@ def test_min_groups_holds_finished_groups_back_until_enough_are_ready():
     assert seen[0] == 0 and len(seen) == len(set(seen))  # the first finished group waited, none is lost or repeated
     held = [g for g in rollouts.buffer.groups if g.done]
     assert len(held) < 2  # what is left waiting is below the threshold
+
+
+def test_continuations_always_reach_max_new_tokens():
+    # budget x (max_continuations + 1) below max_new_tokens would cut answers short: refused.
+    with pytest.raises(ValueError, match=r"5 x 3 is below max_new_tokens=16"):
+        PartialRollouts(group_size=2, groups_per_iteration=1, max_new_tokens=16, budget=5, max_continuations=2)
+    # At 5 x 4 >= 16, a response longer than max_new_tokens gets all 16 tokens (5 + 5 + 5 + 1), and the
+    # continuation cap never fires.
+    rollouts = PartialRollouts(group_size=2, groups_per_iteration=1, max_new_tokens=16, budget=5, max_continuations=3)
+    engine = ScriptedEngine([30, 30])
+    rounds = [run(rollouts, iteration, engine, []) for iteration in range(4)]
+    assert [len(r.groups) for r in rounds] == [0, 0, 0, 1]
+    assert all(r.stats["rollout/capped_frac"] == 0 for r in rounds)
+    for m in rounds[-1].groups[0].members:
+        assert m.tokens == script(30)[:16] and m.finish_reason == "length"
+        assert [n for _, n in m.segments] == [5, 5, 5, 1]
