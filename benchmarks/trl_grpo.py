@@ -5,7 +5,10 @@ checkpoint and loaded by each side), the same synthetic prompt set and verifier 
 registry, wrapped as a TRL reward function), the same prompts per iteration, samples per prompt and
 max new tokens, temperature 1, fp32 on CPU, one optimizer step per iteration (k15: rl.epochs=1,
 rl.minibatches=1; TRL: one generation batch = one step, num_iterations=1), no reference model
-(TRL beta=0; k15's reference is the first forward pass of the step, no extra pass).
+(TRL beta=0; k15's reference is the first forward pass of the step, no extra pass), no activation
+recomputation (GRPOConfig turns gradient checkpointing on by default; it is turned off here, as k15
+does not recompute), and both log every iteration's metrics to TensorBoard (TRL report_to=tensorboard
+with logging_steps=1; k15 its RLModule metrics through Lightning's TensorBoardLogger, as in a run).
 
 The two alternate: every TRL step is timed from on_step_begin to on_step_end (generation, scoring,
 loss, backward, optimizer step), and a TRL callback then runs and times one k15 iteration, so load
@@ -60,6 +63,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     import torch
     from datasets import Dataset
+    from lightning.pytorch.loggers import TensorBoardLogger
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -97,10 +101,14 @@ def main() -> None:
     phases: list[dict[str, float]] = []  # k15's own split of each iteration
     log_iteration = module.log_iteration
 
+    k15_logger = TensorBoardLogger(save_dir=str(tmp), name="tb", version="k15", default_hp_metric=False)
+
     def keep_length(metrics, rollout, rewards):
         lengths["k15"].append(metrics.get("rollout/len_mean", float("nan")))
         phases.append({k: metrics.get(f"perf/{k}_s", 0.0) for k in ("weight_sync", "rollout", "score", "train")})
         log_iteration(metrics, rollout, rewards)
+        k15_logger.log_metrics(metrics, step=module.iteration)  # what RLModule.log_iteration does under a Trainer
+        k15_logger.experiment.flush()
 
     module.log_iteration = keep_length
 
@@ -136,7 +144,8 @@ def main() -> None:
         output_dir=str(tmp / "trl"), per_device_train_batch_size=P * K, num_generations=K,
         gradient_accumulation_steps=1, max_completion_length=M, num_iterations=1, beta=0.0, max_steps=total,
         learning_rate=cfg.rl.lr, temperature=1.0, top_p=1.0, use_cpu=True, bf16=False, fp16=False,
-        logging_steps=1, disable_tqdm=True, save_strategy="no", report_to="none", dataloader_num_workers=0, seed=0,
+        logging_steps=1, report_to="tensorboard", gradient_checkpointing=False,
+        disable_tqdm=True, save_strategy="no", dataloader_num_workers=0, seed=0,
         generation_kwargs={"eos_token_id": list(module.sampling_params().stop_token_ids)},
     )
     times: dict[str, list[float]] = {"trl": [], "k15": []}
@@ -177,7 +186,9 @@ def main() -> None:
     if len(trl_generate_s) == len(times["trl"]):
         gen = statistics.median(trl_generate_s[args.warmup :])
         print(f"trl phases (median s): generate {gen:.2f}  rest (score, loss, update) {trl_s - gen:.2f}")
-    print(f"torch threads at the end: {torch.get_num_threads()} (both sides share this process)")
+    print(f"torch threads at the end: {torch.get_num_threads()} (both sides share this process); "
+          f"TRL gradient_checkpointing={trainer.args.gradient_checkpointing}, "
+          f"is_gradient_checkpointing={getattr(trl_model, 'is_gradient_checkpointing', False)}")
     print(f"after the run: loadavg(1m) {os.getloadavg()[0]:.2f}")
     print(f"trl_grpo ratio={trl_s / k15_s:.2f}")
 
