@@ -95,13 +95,18 @@ def test_report_fills_the_document_and_plots(out, tmp_path):
     doc = tmp_path / "results.md"
     doc.write_text("# x\n" + findings.BEGIN.format("prioritized") + "\nold\n" + findings.END.format("prioritized") + "\ntail\n")
     figures = tmp_path / "figures"
-    assert findings.main(["report", "--out", str(out), "--doc", str(doc), "--figures", str(figures)]) == 0
+    assert findings.main(["report", "--out", str(out), "--doc", str(doc), "--figures", str(figures),
+                          "--data", str(tmp_path / "data")]) == 0
     text = doc.read_text()
     assert "old" not in text and text.endswith("tail\n")
     assert "| uniform | 3 | 92.0 ± 2.0 |" in text
     assert "`prioritized` auc_pass@1 expected higher: opposite" in text
     assert (figures / "prioritized.png").stat().st_size > 1000
     assert json.loads((out / "prioritized" / "aggregate.json").read_text())["uniform"]["final_pass@1"][2] == 3
+    data = json.loads((tmp_path / "data" / "prioritized.json").read_text())  # the committed record of the numbers
+    assert data["metrics"]["uniform"]["final_pass@1"] == {"mean": pytest.approx(0.92), "std": pytest.approx(0.02), "seeds": 3}
+    assert any(v.startswith("`prioritized` auc_pass@1 expected higher: opposite") for v in data["verdicts"])
+    assert data["runs"]["uniform"]["0"].endswith("pool/uniform0")
 
 
 def test_rescale_schedule():

@@ -1,7 +1,7 @@
 """Run the paper's findings (experiments/*.py) over seeds from one base model, and report them.
 
     python tools/findings.py run --base runs/findings/base/sft/model --findings curriculum,prioritized --seeds 0,1,2
-    python tools/findings.py report [--out runs/findings] [--doc docs/results.md] [--figures docs/figures]
+    python tools/findings.py report [--out runs/findings] [--doc docs/results.md] [--figures docs/figures] [--data docs/findings]
 
 `run` resolves every arm of every named experiment (with `model.init_from=BASE stages=[rl,eval]
 eval.models=[init,rl] run.seed=S` and any extra `key=value` overrides), runs each distinct arm
@@ -772,7 +772,10 @@ def fill(doc: str, experiment: str, text: str) -> str:
 
 
 def cmd_report(args) -> int:
-    out, doc_path, figures = Path(args.out), Path(args.doc), Path(args.figures)
+    """Per finding: the table and verdicts into docs/results.md, a figure, and the aggregated numbers
+    (mean, sample std, seeds of every metric and arm, and the runs they came from) into
+    docs/findings/<experiment>.json, committed, so every number of the report traces to a file."""
+    out, doc_path, figures, data = Path(args.out), Path(args.doc), Path(args.figures), Path(args.data)
     doc = doc_path.read_text() if doc_path.is_file() else ""
     for experiment in [d.name for d in sorted(out.iterdir()) if d.is_dir() and d.name != "pool" and list(d.glob("seed*/arms.json"))]:
         text = finding_table(out, experiment)
@@ -780,6 +783,12 @@ def cmd_report(args) -> int:
         print(f"## {experiment}\n{text}" + (f"plot: {png}\n" if png else ""))
         summary = {arm: {k: list(v) for k, v in m.items()} for arm, m in aggregate(out, experiment).items()}
         (out / experiment / "aggregate.json").write_text(json.dumps(summary, indent=2) + "\n")
+        runs = {arm: {seed: str(r.dir) for seed, r in sorted(by_seed.items())} for arm, by_seed in collect(out, experiment).items()}
+        data.mkdir(parents=True, exist_ok=True)
+        (data / f"{experiment}.json").write_text(json.dumps(
+            {"metrics": {arm: {k: dict(zip(("mean", "std", "seeds"), v)) for k, v in m.items()} for arm, m in summary.items()},
+             "verdicts": [line[2:] for line in text.splitlines() if line.startswith("- `")], "runs": runs},
+            indent=2, allow_nan=True) + "\n")
         doc = fill(doc, experiment, text)
     if doc:
         doc_path.write_text(doc)
@@ -812,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", default="runs/findings")
     rep.add_argument("--doc", default="docs/results.md")
     rep.add_argument("--figures", default="docs/figures")
+    rep.add_argument("--data", default="docs/findings", help="where each finding's aggregated numbers go (JSON)")
     args = p.parse_args(argv)
     return {"run": cmd_run, "one": cmd_one, "report": cmd_report}[args.cmd](args)
 
