@@ -12,6 +12,7 @@ from experiments.quickstart import config as quickstart
 
 def ablation_base() -> ExperimentConfig:
     cfg = quickstart()
+    cfg.pretrain.max_steps, cfg.sft.max_steps = 800, 300  # the shared SFT model of the report's runs
     cfg.rl.iterations = 30
     cfg.rl.prompts_per_iteration = 16
     cfg.rl.checkpoint_every_n_iterations = 10

@@ -6,6 +6,7 @@ from experiments.quickstart import config as quickstart
 
 def config() -> ExperimentConfig:
     cfg = quickstart()
+    cfg.pretrain.max_steps, cfg.sft.max_steps = 800, 300  # the text model its recorded results start from
     cfg.stages = ["pretrain", "sft", "vision_tower", "vision_joint", "rl", "eval"]
     # One image token per 16-px character cell, in the decoder's own embedding space (a softmax over
     # its character embeddings): with the OCR loss this is what lets a tiny tower learn to read

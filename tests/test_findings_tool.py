@@ -195,12 +195,12 @@ def test_a_borrowed_arm_that_does_not_exist_is_a_one_line_error(out):
 
 
 def test_fingerprints_of_finished_runs_survive_keys_added_later():
-    """778b0ae12b65: the quickstart's fingerprint at commit 3f3a2d4, before eval.prompt_path, eval.pass_k,
-    rewards.math.answer_format, trainer.record_data_order existed; at their defaults they must not change
-    it, set they must."""
-    from experiments.quickstart import config
+    """c7e035450f9c: the findings' base config's fingerprint at commit 3f3a2d4, before eval.prompt_path,
+    eval.pass_k, rewards.math.answer_format, trainer.record_data_order existed; at their defaults they must
+    not change it, set they must."""
+    from experiments._ablation import ablation_base
 
-    cfg = config()
-    assert findings.fingerprint(cfg) == "778b0ae12b65"
+    cfg = ablation_base()
+    assert findings.fingerprint(cfg) == "c7e035450f9c"
     cfg.eval.pass_k = [1, 4]
-    assert findings.fingerprint(cfg) != "778b0ae12b65"
+    assert findings.fingerprint(cfg) != "c7e035450f9c"
