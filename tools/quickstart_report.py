@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
@@ -45,8 +47,7 @@ def run_seeds(seeds: list[int], root: Path, overrides: list[str]) -> list[Path]:
 
 def load(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    config = (run_dir / "config.yaml").read_text()
-    seed = next(int(line.split(":")[1]) for line in config.splitlines() if line.strip().startswith("seed:"))
+    seed = int(yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["seed"])
     stages = {name: s["wall_s"] for name, s in summary["stages"].items()}
     wall = run_dir / "wall_s.txt"
     models = {}
