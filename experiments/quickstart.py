@@ -10,7 +10,7 @@ def config() -> ExperimentConfig:
     cfg.eval.models = ["sft", "rl"]
     # 600 pretraining and 200 SFT steps (the schema's defaults are 800 / 300): about 6 minutes on 2
     # idle cores, and an SFT model weak enough on the hard levels that RL gains over 10 points in every
-    # seed tried (docs/quickstart.md, 3 seeds); with 800 / 300 one of 3 seeds gained 9.2.
+    # seed tried (docs/quickstart.md); a trial with 600 / 300 gained 9.2 in one of 3 seeds.
     cfg.pretrain.max_steps = 600
     cfg.sft.max_steps = 200
     return cfg

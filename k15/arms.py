@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 from k15.config import VISION_STAGES, ExperimentConfig, to_yaml
@@ -47,6 +48,19 @@ def shared_stages(arms: dict[str, ExperimentConfig]) -> list[str]:
 
 
 def run_arms(arms: dict[str, ExperimentConfig], experiment_dir: Path) -> dict[str, dict]:
+    from k15.callbacks.preemption import Preempted
+
+    try:
+        return _run_arms(arms, experiment_dir)
+    except Preempted:
+        # the line just printed names one arm's directory, but an ablation's arms need the shared
+        # stages' exports, which --resume of a single directory does not hand over
+        print(f"note: {experiment_dir} is an ablation: --resume does not continue it; run the experiment "
+              "again (its finished arms are not reused)", file=sys.stderr, flush=True)
+        raise
+
+
+def _run_arms(arms: dict[str, ExperimentConfig], experiment_dir: Path) -> dict[str, dict]:
     from k15.pipeline import console, run_pipeline  # heavy imports only when something runs
 
     shared = shared_stages(arms)

@@ -93,6 +93,9 @@ class DataConfig:
     id_field: str = "id"  # optional in the file: a hash of the prompt text when absent
     difficulty_field: str = "difficulty"  # optional: an integer, or a text holding one ("Level 3")
     domain_field: str = "domain"  # optional: picks the verifier (math, arithmetic, code, ...)
+    # optional: a prompt's images, one or a list in reading order: paths (relative to the prompt file),
+    # datasets' Image structs {"bytes", "path"} (Parquet, save_to_disk) or raw bytes; e.g. image (one a row)
+    image_field: str = "images"
     default_domain: str = "math"  # the domain of rows without one
     max_missing_answers: float = 0.05  # rows without a gold answer are dropped and counted; above this share: refused
 
@@ -543,6 +546,8 @@ def validate(cfg: ExperimentConfig) -> None:
          "data.system_prompt needs a chat template (data.chat_template=model or a Jinja file)")
     need(d.answer_from in ANSWER_FROM, f"data.answer_from must be one of {', '.join(ANSWER_FROM)}, got '{d.answer_from}'")
     need(0.0 <= d.max_missing_answers <= 1.0, f"data.max_missing_answers must be in [0, 1], got {d.max_missing_answers}")
+    need(d.image_field.strip() != "" and d.image_field not in (d.prompt_field, d.answer_field),
+         f"data.image_field must name a field of its own (not the prompt's or the answer's), got '{d.image_field}'")
     # (files, checkpoint directories, CUDA and flash-attn are the machine's, checked by k15.preflight)
     need(m.attn_implementation in ATTN_IMPLEMENTATIONS,
          f"model.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got '{m.attn_implementation}'")
@@ -677,6 +682,10 @@ def validate(cfg: ExperimentConfig) -> None:
     need(l2s.rl_length_weight >= 0, f"long2short.rl_length_weight must be >= 0, got {l2s.rl_length_weight}")
     if "l2s_rl" in cfg.stages:
         need(l2s.rl_max_new_tokens < m.max_seq_len, f"long2short.rl_max_new_tokens ({l2s.rl_max_new_tokens}) must be below model.max_seq_len")
+        # l2s_rl runs the RL loop with rl.partial as set, under its own token limit
+        need(pr.budget <= 0 or reach >= l2s.rl_max_new_tokens,
+             f"rl.partial.budget x (rl.partial.max_continuations + 1) = {reach} is below long2short.rl_max_new_tokens="
+             f"{l2s.rl_max_new_tokens}: long2short RL answers would be cut short of it; raise the budget or max_continuations")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))

@@ -127,6 +127,16 @@ def test_partial_rollouts_that_would_cut_answers_short_are_refused():
         apply_overrides(base(), ["rl.max_new_tokens=30", "rl.partial.budget=8", "rl.partial.max_continuations=2"] + ok)
 
 
+def test_partial_rollouts_that_would_cut_long2short_rl_answers_short_are_refused():
+    # l2s_rl runs the RL loop with rl.partial under long2short.rl_max_new_tokens: the same bound applies there
+    stages = "stages=[pretrain,sft,rl,l2s_rl]"
+    with pytest.raises(ConfigError, match=r"= 24 is below long2short.rl_max_new_tokens=30: long2short RL answers would be cut short"):
+        apply_overrides(base(), [stages, "rl.max_new_tokens=20", "long2short.rl_max_new_tokens=30",
+                                 "rl.partial.budget=8", "rl.partial.max_continuations=2"])
+    apply_overrides(base(), [stages, "rl.max_new_tokens=20", "long2short.rl_max_new_tokens=24",
+                             "rl.partial.budget=8", "rl.partial.max_continuations=2"])
+
+
 def test_sampling_floor_zero_is_the_papers_rule_and_negative_is_refused():
     assert apply_overrides(base(), ["rl.sampling.prioritized=true", "rl.sampling.floor=0"]).rl.sampling.floor == 0.0
     with pytest.raises(ConfigError, match=r"rl.sampling.floor must be >= 0 \(0: the paper's 1 - s_i exactly\), got -0.1"):

@@ -10,7 +10,7 @@ from tools import quickstart_report
 def fake_run(path, seed, sft, rl):
     levels = lambda p: {str(lv): {"pass@1": p, "mean_tokens": 10.0 + lv, "long_share": 0.5, "samples": 4} for lv in (1, 2)}
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(f"run:\n  name: quickstart\n  seed: {seed}\n")
+    (path / "config.yaml").write_text(f"world:\n  seed: 99\nrun:\n  name: quickstart\n  seed: {seed}\n")  # run.seed, not the first
     (path / "summary.json").write_text(json.dumps({
         "stages": {"pretrain": {"wall_s": 300.0}, "sft": {"wall_s": 120.0}, "rl": {"wall_s": 180.0 + seed}},
         "eval": {"sft": {"pass@1": sft, "mean_tokens": 17.0, "levels": levels(sft)},

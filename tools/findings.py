@@ -538,7 +538,7 @@ def compare(ref: tuple[float, float, int], arm: tuple[float, float, int], expect
         return "inconclusive (fewer than 2 seeds)"
     diff, _, p = welch(ref, arm)
     said = f"({diff:+.3g}, Welch p={p:.2g})"
-    separated = p < ALPHA
+    separated = p < ALPHA and abs(diff) > 1e-12  # float noise between equal means is no difference
     if expect == "similar":
         return f"agrees (no difference at the {ALPHA:.0%} level) {said}" if not separated else f"differs {said}"
     want = 1 if expect == "higher" else -1
@@ -785,10 +785,12 @@ def cmd_report(args) -> int:
         (out / experiment / "aggregate.json").write_text(json.dumps(summary, indent=2) + "\n")
         runs = {arm: {seed: str(r.dir) for seed, r in sorted(by_seed.items())} for arm, by_seed in collect(out, experiment).items()}
         data.mkdir(parents=True, exist_ok=True)
+        number = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731  (strict JSON: null)
         (data / f"{experiment}.json").write_text(json.dumps(
-            {"metrics": {arm: {k: dict(zip(("mean", "std", "seeds"), v)) for k, v in m.items()} for arm, m in summary.items()},
+            {"metrics": {arm: {k: dict(zip(("mean", "std", "seeds"), map(number, v))) for k, v in m.items()}
+                         for arm, m in summary.items()},
              "verdicts": [line[2:] for line in text.splitlines() if line.startswith("- `")], "runs": runs},
-            indent=2, allow_nan=True) + "\n")
+            indent=2, allow_nan=False) + "\n")
         doc = fill(doc, experiment, text)
     if doc:
         doc_path.write_text(doc)

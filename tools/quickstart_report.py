@@ -59,7 +59,8 @@ def load(run_dir: Path) -> dict:
             "long_share": round(sum(level["long_share"] * level["samples"] for level in levels.values()) / samples, 4),
             "levels": {k: level["pass@1"] for k, level in levels.items()},
         }
-    return {"run_dir": str(run_dir), "seed": seed, "stage_wall_s": stages,
+    shown = run_dir.resolve().relative_to(ROOT) if run_dir.resolve().is_relative_to(ROOT) else run_dir
+    return {"run_dir": str(shown), "seed": seed, "stage_wall_s": stages,
             "process_wall_s": float(wall.read_text()) if wall.is_file() else None, "eval": models}
 
 
@@ -83,7 +84,7 @@ def aggregate(runs: list[dict]) -> dict:
         gains = [round(100 * (r["eval"]["rl"]["pass@1"] - r["eval"]["sft"]["pass@1"]), 1) for r in runs]
         out["gain_points"] = {"per_seed": gains, **mean_std(gains), "min": min(gains)}
     totals = [sum(r["stage_wall_s"].values()) for r in runs]
-    out["stage_wall_s_total"] = {"per_seed": [round(t, 1) for t in totals], **mean_std(totals), "max": max(totals)}
+    out["stage_wall_s_total"] = {"per_seed": [round(t, 1) for t in totals], **mean_std(totals), "max": round(max(totals), 1)}
     return out
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from k15.callbacks.preemption import Preempted, requested, stopping, take_signals
+from k15.callbacks.preemption import Preempted, note, requested, stopping, take_signals
+from k15.distributed import all_gather_objects
 
 
 def progress(trainer: L.Trainer, pl_module: L.LightningModule, unit: str) -> int:
@@ -63,21 +64,32 @@ class PreemptionCheckpoint(L.Callback):
         # Lightning set its own handlers just before training starts; ours replace them for the
         # fit (see k15.callbacks.preemption) and Lightning puts back the earlier ones when fit ends.
         take_signals()
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None and connector.received_sigterm:
+            # a SIGTERM in the moment Lightning's handler held it (while the loader was built): ours
+            # answers it at the first safe point, before Lightning could end the run with status 0
+            connector.received_sigterm = False
+            note(signal.SIGTERM)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        signum = requested()
-        # On N processes the save is collective: every rank stops at the step any rank was told to.
-        if not trainer.strategy.reduce_boolean_decision(signum is not None, all=False):
+        # On N processes the save is collective: every rank stops at the step any rank was told to,
+        # for the signal the first signalled rank got (so all ranks print and exit alike).
+        if not trainer.strategy.reduce_boolean_decision(requested() is not None, all=False):
             return
-        signum = signum or signal.SIGTERM  # a rank that got no signal itself stops as if it had got SIGTERM
+        signum = next(s for s in all_gather_objects(requested()) if s is not None)
         path = self.run_dir / self.stage / "checkpoints" / "last.ckpt"
+        written = False
         if self.last is not None:
             # Lightning calls ModelCheckpoint after every other callback; let it write this step's
             # periodic checkpoint (if one is due) before the run stops.
             self.last.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             path = Path(self.last.dirpath) / f"{self.last.CHECKPOINT_NAME_LAST}{self.last.FILE_EXTENSION}"
+            # it wrote last.ckpt for this very step already: no second full save inside the grace period
+            written = (getattr(self.last, "_last_global_step_saved", None) == trainer.global_step
+                       and self.last.last_model_path == os.fspath(path))
             self.last.last_model_path = os.fspath(path)  # part of the state saved next
-        trainer.save_checkpoint(path)
+        if not written:
+            trainer.save_checkpoint(path)
         at = f"{self.stage} {self.unit} {progress(trainer, pl_module, self.unit)}"
         raise stopping(Preempted(signum, self.run_dir, self.stage, at, path))
 

@@ -66,6 +66,11 @@ class Preempted(SystemExit):
 
 
 def _note(signum: int, frame) -> None:
+    note(signum)
+
+
+def note(signum: int) -> None:
+    """Record a stop request (the handler's work; also for a signal another handler caught first)."""
     _received.append(signum)
 
 
