@@ -11,6 +11,13 @@ ids in all of them:
                                    text and the template's end-of-turn token), never on the prompt
     stop_ids(tok)                  generation stops at </answer>, eos, or the template's end of turn
     response_text(tok, ids)        what the verifier reads: the response without a final eos / end of turn
+
+Image prompts: `<image>` in a prompt's text marks where an image sits (k15.data.prompts puts one
+before the text per image when a row has none). Raw, each marker becomes the model's own text for an
+image (`image_text`: Qwen-VL's `<|vision_start|><|image_pad|><|vision_end|>`, LLaVA's `<image>`);
+with a template, the user turn's content is a list of image and text parts, which the model's own
+template renders. Either way the ids hold one image token per image, expanded later to the image's
+token count (k15.data.vision_prompts).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from k15.data.packing import IGNORE
 from k15.errors import ConfigError
 from k15.models.decoder import generation_eos
+from k15.models.vlm import IMAGE_TOKEN
 from k15.synthetic.traces import Piece
 from k15.tokenizer import encode, prompt_ids, stop_token_ids
 
@@ -36,9 +44,9 @@ class ChatFormat:
     template: str | None = None  # Jinja source; None: raw prompts
     system_prompt: str | None = None
 
-    def messages(self, prompt: str, response: str | None = None) -> list[dict[str, str]]:
+    def messages(self, prompt: str, response: str | None = None) -> list[dict]:
         turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        turns.append({"role": "user", "content": prompt})
+        turns.append({"role": "user", "content": _content(prompt)})
         if response is not None:
             turns.append({"role": "assistant", "content": response})
         return turns
@@ -50,9 +58,9 @@ class ChatFormat:
             tokenize=False,
         )
 
-    def prompt_ids(self, tok: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    def prompt_ids(self, tok: PreTrainedTokenizerBase, prompt: str, image_text: str = IMAGE_TOKEN) -> list[int]:
         if self.template is None:
-            return prompt_ids(tok, prompt)
+            return prompt_ids(tok, prompt.replace(IMAGE_TOKEN, image_text))
         return encode(tok, self.render(tok, prompt))  # the template writes <bos> itself where the model wants it
 
     def end_of_turn(self, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
@@ -108,6 +116,27 @@ class ChatFormat:
         if ids and ids[-1] in _enders(self, tok):
             ids = ids[:-1]
         return tok.decode(ids)
+
+
+def _content(prompt: str) -> str | list[dict]:
+    """A user turn's content: the text, or (with `<image>` markers) image and text parts in reading order."""
+    if IMAGE_TOKEN not in prompt:
+        return prompt
+    parts: list[dict] = []
+    for j, text in enumerate(prompt.split(IMAGE_TOKEN)):
+        if j:
+            parts.append({"type": "image"})
+        if text:
+            parts.append({"type": "text", "text": text})
+    return parts
+
+
+def image_text(tok: PreTrainedTokenizerBase, model) -> str:
+    """How one image is written in a raw prompt for `model`: its image token, inside the vision start / end
+    tokens where the family has them (Qwen2-VL, Qwen2.5-VL)."""
+    config = getattr(getattr(model, "model", None), "config", None)  # a transformers VLM's own config
+    ids = [getattr(config, "vision_start_token_id", None), model.image_token_id, getattr(config, "vision_end_token_id", None)]
+    return "".join(tok.convert_ids_to_tokens([i for i in ids if i is not None]))
 
 
 @functools.lru_cache(maxsize=16)  # rendered once per format and tokenizer, not once per example

@@ -27,8 +27,8 @@ from k15.data.prompts import FieldMap, PromptDataModule, read_prompt_set, write_
 from k15.data.sft import SFTDataModule, read_sft_examples
 from k15.eval.evaluate import EvalResult, evaluate, evaluate_prompt_set, sample_problems_for_logging
 from k15.eval.plots import accuracy_vs_tokens, save_figure
-from k15.models.decoder import export, load_model_and_tokenizer, num_parameters
-from k15.models.policy import export_policy, load_policy
+from k15.models.decoder import num_parameters
+from k15.models.policy import export_policy, is_vlm, load_policy
 from k15.models.vlm import VisionLanguageModel
 from k15.long2short.stages import run_dpo, run_l2s_rl, run_merge, run_shortest_rs
 from k15.modules.pretrain import PretrainModule
@@ -122,7 +122,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | N
            ckpt_path: Path | None = None, chat: bool = False, sample_prompts: list[str] | None = None) -> Path:
     """A next-token stage (pretraining, SFT); `chat`: prompts in the run's chat format (`data.chat_template`)."""
     L.seed_everything(cfg.run.seed, verbose=False)
-    model, tok = load_model_and_tokenizer(cfg.model, init_from)
+    model, tok = load_policy(cfg.model, init_from)  # a text model, or a VLM trained on text (SFT of a VLM)
     model.train()  # from_pretrained returns a model in eval mode
     console.print(f"{stage}: {num_parameters(model) / 1e6:.2f}M parameters, from {init_from or cfg.model.init_from or 'scratch'}")
     stage_dir = run_dir / stage
@@ -136,7 +136,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | N
     )
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, stage), stage_cfg.max_steps, stage_cfg.optim.grad_clip)
     trainer.fit(module, datamodule=make_data(tok, fmt), ckpt_path=ckpt_path)
-    return export(model, tok, stage_dir / "model")
+    return export_policy(model, tok, stage_dir / "model")
 
 
 def train_pretrain(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None) -> Path:
@@ -161,7 +161,7 @@ def train_rl(
     r = cfg.rl
     stage_dir = run_dir / stage
     prompt_path = r.prompt_path
-    if prompt_path is None and isinstance(model, VisionLanguageModel):  # the synthetic image tasks
+    if prompt_path is None and is_vlm(model):  # the synthetic image tasks
         from k15.data.vision_prompts import write_vision_prompt_set
 
         from k15.write_once import write_once
@@ -204,10 +204,11 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
                       "world's held-out problems; set eval.prompt_path to a held-out set of your own")
     for name in e.models:
         model, tok = load_policy(cfg.model, exports[name])
-        if isinstance(model, VisionLanguageModel):  # the image tasks; "problem" (if evaluated) is the headline
+        if is_vlm(model) and records is None:  # the image tasks; "problem" (if evaluated) is the headline
             from k15.eval.vision import evaluate_vision
 
-            by_task = evaluate_vision(model, tok, cfg.world, e, cfg.vlm.tasks, seed=cfg.run.seed)
+            chat = RAW if isinstance(model, VisionLanguageModel) else chat_format_of(cfg.data, tok)
+            by_task = evaluate_vision(model, tok, cfg.world, e, cfg.vlm.tasks, seed=cfg.run.seed, chat=chat)
             main = "problem" if "problem" in by_task else next(iter(by_task))
             result = by_task[main]
             summary.eval(name, {**result.to_dict(), "task": main, "tasks": {t: r.to_dict() for t, r in by_task.items()}})

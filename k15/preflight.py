@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from k15.chat import RAW, ChatFormat
+from k15.chat import RAW, ChatFormat, image_text
 from k15.config import ExperimentConfig
 from k15.errors import CheckpointError, ConfigError, DataError
 from k15.models.attention import check_attn_implementation
-from k15.models.vlm import VisionLanguageModel
+from k15.models.policy import is_vlm
+from k15.models.vlm import IMAGE_TOKEN
 
 PROMPT_STAGES = ("rl", "l2s_rl", "shortest_rs", "dpo")  # stages that read rl.prompt_path
 
@@ -35,7 +36,7 @@ def preflight(cfg: ExperimentConfig) -> None:
     from k15.data.prompts import FieldMap, read_prompt_set
     from k15.data.sft import read_sft_examples
     from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
-    from k15.models.vlm import is_vlm_dir
+    from k15.models.policy import model_kind
     from k15.rewards.registry import RewardRegistry
     from k15.rl.sampler import make_sampler
     from k15.tokenizer import load_tokenizer, unencodable_characters
@@ -49,6 +50,7 @@ def preflight(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.attn_implementation: {attn_problem}")
     if m.init_from:
         check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
+        model_kind(m.init_from)  # a vision-language family k15 does not run: one line, now
         context = _model_context(Path(m.init_from))
         uses_max_seq_len = {"sft", "rl", "shortest_rs", "l2s_rl"} & set(cfg.stages)  # row length, rollout context
         if uses_max_seq_len and context is not None and m.max_seq_len > context:
@@ -56,8 +58,8 @@ def preflight(cfg: ExperimentConfig) -> None:
                                   f"({context} positions); lower model.max_seq_len")
     if m.tokenizer:
         check_tokenizer_dir(m.tokenizer, "model.tokenizer")
-    if m.init_from and is_vlm_dir(m.init_from):
-        return  # image prompt sets and VLM checkpoints are checked by their stages (k15.vision_stages, train_rl)
+    if m.init_from and model_kind(m.init_from) == "k15_vlm":
+        return  # the synthetic image tasks and k15's VLM checkpoints are checked by their stages
     tok = load_tokenizer(m.tokenizer or m.init_from)
     chat = chat_format_of(cfg.data, tok)
     context = (_model_context(Path(m.init_from)) if m.init_from else None) or m.max_seq_len
@@ -106,10 +108,11 @@ def preflight(cfg: ExperimentConfig) -> None:
 def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, source, model=None, chat: ChatFormat = RAW,
                          what: str = "rl.max_new_tokens", context_key: str = "model.max_seq_len") -> None:
     """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
+    marker = image_text(tok, model) if is_vlm(model) else IMAGE_TOKEN
     for record in records:
-        ids = chat.prompt_ids(tok, record.prompt)
+        ids = chat.prompt_ids(tok, record.prompt, marker)
         n = len(ids)
-        if isinstance(model, VisionLanguageModel):
+        if is_vlm(model):  # (without the model, as in the preflight, images are counted by the stage)
             placeholders = ids.count(model.image_token_id)
             if placeholders != len(record.images):
                 raise DataError(f"{source}: prompt '{record.id}' has {placeholders} <image> placeholders but "

@@ -21,8 +21,8 @@ import torch
 from k15.config import ExperimentConfig, VLMStageConfig
 from k15.data.mixture import MixtureConfig, PretrainDataModule
 from k15.models.decoder import load_model_and_tokenizer, num_parameters
-from k15.models.policy import export_policy
-from k15.models.vlm import build_vlm, is_vlm_dir, load_vlm
+from k15.models.policy import export_policy, load_policy, model_kind
+from k15.models.vlm import build_vlm
 from k15.modules.vlm_train import VLMTrainModule, ocr_batches
 from k15.trainer import make_trainer, stage_logger
 from k15.write_once import write_once
@@ -50,8 +50,8 @@ def vision_shards(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
 def start_vlm(cfg: ExperimentConfig, init_from: Path | None):
     """The previous stage's VLM, or a new tower + projector on the previous stage's text model."""
     source = init_from or cfg.model.init_from
-    if source is not None and is_vlm_dir(source):
-        return load_vlm(source, cfg.model.attn_implementation)
+    if source is not None and model_kind(source) != "text":  # k15's VLM, or a transformers one (its own tower)
+        return load_policy(cfg.model, source)
     decoder, tok = load_model_and_tokenizer(cfg.model, source)
     return build_vlm(cfg.model, tok, cfg.vlm.vision, cfg.vlm.projector, decoder=decoder), tok
 

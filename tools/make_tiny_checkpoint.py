@@ -17,6 +17,7 @@ ChatML / Llama-3 chat turns, eos ids that differ from the tokenizer's end of tex
        positions) with the vocabulary padded to `vocab_size`, saved in bfloat16 safetensors with
        save_pretrained, plus a generation_config whose eos ids are the end of turn and end of text.
 Everything is a pure function of the arguments: the same seed writes the same files.
+`train_bpe` (step 2) and `save_tokenizer` are shared with tools/make_tiny_vlm_checkpoint.py.
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def default_corpus(seed: int = 0, n: int = 600) -> list[str]:
 # 2-3. The tokenizer
 
 
-def train_tokenizer(texts: list[str], family: str, vocab_size: int, chat_template: bool) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on `texts`, with the family's specials, eos/pad/bos and chat template."""
-    specials = QWEN_SPECIALS if family == "qwen2" else LLAMA_SPECIALS
+def train_bpe(texts: list[str], family: str, vocab_size: int, specials: list[str]) -> Tokenizer:
+    """A byte-level BPE (`tokenizers`) trained on `texts` with the family's normaliser and split regex,
+    `specials` appended after the learned vocabulary; `vocab_size` counts both. Also used by
+    tools/make_tiny_vlm_checkpoint.py."""
     core = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     if family == "qwen2":
         core.normalizer = normalizers.NFC()  # Qwen2 normalises; Llama-3 does not
@@ -128,7 +130,14 @@ def train_tokenizer(texts: list[str], family: str, vocab_size: int, chat_templat
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials), special_tokens=[], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     core.train_from_iterator(texts, trainer)
-    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()])
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return core
+
+
+def train_tokenizer(texts: list[str], family: str, vocab_size: int, chat_template: bool) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `texts`, with the family's specials, eos/pad/bos and chat template."""
+    specials = QWEN_SPECIALS if family == "qwen2" else LLAMA_SPECIALS
+    core = train_bpe(texts, family, vocab_size, list(specials.values()))
     if family == "qwen2":
         tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=specials["turn_end"],
                                       pad_token=specials["end_of_text"],
@@ -181,13 +190,18 @@ def make_tiny_checkpoint(out_dir: str | Path, family: str = "qwen2", texts: list
     out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(texts if texts is not None else default_corpus(seed), family, vocab_size, chat_template)
     build_model(family, tok, vocab_size, seed).save_pretrained(str(out))
+    save_tokenizer(tok, out, "Qwen2Tokenizer" if family == "qwen2" else "PreTrainedTokenizerFast")
+    return out
+
+
+def save_tokenizer(tok: PreTrainedTokenizerFast, out: Path, tokenizer_class: str) -> None:
+    """save_pretrained, naming the class the real checkpoints name (transformers would write its
+    generic backend class). Also used by tools/make_tiny_vlm_checkpoint.py."""
     tok.save_pretrained(str(out))
-    # Name the class the real checkpoints name (transformers would write its generic backend class).
     config_file = out / "tokenizer_config.json"
     tok_config = json.loads(config_file.read_text())
-    tok_config["tokenizer_class"] = "Qwen2Tokenizer" if family == "qwen2" else "PreTrainedTokenizerFast"
+    tok_config["tokenizer_class"] = tokenizer_class
     config_file.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,17 +11,30 @@ becomes a PromptRecord through a FieldMap (the `data.*` section of the config):
     difficulty   data.difficulty_field (optional): an integer, or a text holding one ("Level 3");
                  curriculum sampling needs it, prioritized sampling does not
     domain       data.domain_field (optional): picks the verifier; else data.default_domain
-    images, tests, pass_rate   optional, under these names; other fields are kept in `extra`, where
+    images       data.image_field (optional, `images` by default; `image` in many chart QA sets): one
+                 image or a list of them, in reading order. An image is a path (relative to the prompt
+                 file, or absolute), a `datasets` Image struct {"bytes", "path"} as Parquet files and
+                 save_to_disk directories hold them (the bytes if any, else the path), or raw bytes.
+                 Embedded bytes stay in memory (EmbeddedImage): nothing is written at read time.
+    tests, pass_rate   optional, under these names; other fields are kept in `extra`, where
                  an `answer_format` field sets how the math verifier reads that prompt's responses
                  (else `rewards.math.answer_format`, `auto` by default: k15.rewards.answers)
 
+Images and `<image>` markers: a prompt shows each image where its marker sits. A prompt with images
+but no marker gets one marker per image put before its text ("<image><image>Which is larger?");
+a prompt whose marker count differs from its image count is refused. Every image is opened and
+checked when the set is read (PIL's verify: the header, and every chunk's checksum for PNG), so a
+missing or broken image fails before training starts; the pixels are decoded at rollout.
+
 The synthetic world writes its prompt set in k15's own names, which the default mapping reads as
-they are. A malformed row fails with its file and line (or row) and the field at fault.
+they are. A malformed row fails with its file and line (or row) and the field at fault, in one line.
+write_prompt_set writes embedded images as files beside the JSONL (images/<id>-<j>.<ext>).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import sys
@@ -29,15 +42,38 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from k15.config import DataConfig, WorldConfig
 from k15.data.resumable import resumable_loader
 from k15.data.tables import read_rows, write_jsonl
 from k15.errors import DataError
+from k15.models.vlm import IMAGE_TOKEN
 from k15.rewards.answers import gold_answer
 from k15.synthetic.arithmetic import sample_problems
 from k15.synthetic.corpus import world_levels
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """An image that came inside the prompt file (a datasets Image struct's bytes, a binary column),
+    kept encoded. Equal bytes are the same image, whatever the name."""
+
+    data: bytes = field(repr=False)
+    name: str = field(default="", compare=False)  # the struct's original path, for messages only
+
+    def __str__(self) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"embedded image{named} ({len(self.data)} bytes)"
+
+
+ImageRef = str | EmbeddedImage  # a path (absolute once read) or embedded bytes
+
+
+def open_image(image: ImageRef) -> Image.Image:
+    """PIL's lazy open of a path or of embedded bytes: the header is read, the pixels are not."""
+    return Image.open(image) if isinstance(image, str) else Image.open(io.BytesIO(image.data))
 
 
 @dataclass(frozen=True)
@@ -47,7 +83,7 @@ class PromptRecord:
     answer: str
     difficulty: int | None
     domain: str
-    images: tuple[str, ...] = ()
+    images: tuple[ImageRef, ...] = ()  # one per <image> marker of `prompt`, in order
     tests: tuple = ()
     pass_rate: float | None = None  # from a curation pass, when the set has one
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -65,18 +101,20 @@ class FieldMap:
     domain: str = "domain"
     default_domain: str = "math"
     max_missing_answers: float = 0.05
+    image: str = "images"
 
     @classmethod
     def from_config(cls, d: DataConfig) -> FieldMap:
         return cls(d.prompt_field, d.answer_field, d.answer_from, d.id_field, d.difficulty_field, d.domain_field,
-                   d.default_domain, d.max_missing_answers)
+                   d.default_domain, d.max_missing_answers, d.image_field)
 
     def key(self, name: str) -> str:
         """How the user sets the field `name` maps (for error messages)."""
-        return f"data.{name}_field" if name in ("prompt", "answer", "id", "difficulty", "domain") else f"data.{name}"
+        mapped = ("prompt", "answer", "id", "difficulty", "domain", "image")
+        return f"data.{name}_field" if name in mapped else f"data.{name}"
 
 
-OPTIONAL = ("images", "tests", "pass_rate")
+OPTIONAL = ("tests", "pass_rate")
 
 
 def _text(value: object, where: str, name: str, fields: FieldMap) -> str:
@@ -104,6 +142,48 @@ def _difficulty(value: object, where: str, fields: FieldMap) -> int | None:
     return int(numbers[0])
 
 
+def _image(item: object, j: int, where: str, fields: FieldMap) -> ImageRef:
+    """Image `j` (1-based) of a row: a path, a datasets Image struct, or bytes."""
+    if isinstance(item, dict) and item and set(item) <= {"bytes", "path"}:
+        data, path = item.get("bytes"), item.get("path")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return EmbeddedImage(bytes(data), path if isinstance(path, str) else "")
+        if data is None and path is None:
+            raise DataError(f"{where}: image {j} of field '{fields.image}' has neither bytes nor a path")
+        if data is not None:
+            raise DataError(f"{where}: image {j} of field '{fields.image}' has 'bytes' of type {type(data).__name__}")
+        item = path  # a struct without bytes points at a file, like a plain path
+    if isinstance(item, str) and item.strip():
+        return item
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return EmbeddedImage(bytes(item))
+    got = "an empty path" if isinstance(item, str) else type(item).__name__
+    raise DataError(f"{where}: field '{fields.image}' ({fields.key('image')}) must hold image paths, datasets Image "
+                    f"structs {{bytes, path}} or bytes, got {got} (image {j})")
+
+
+def _images(row: dict, where: str, fields: FieldMap) -> tuple[ImageRef, ...]:
+    """A row's images in reading order: none (no field, a null), one, or a list."""
+    value = row.get(fields.image)
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(_image(item, j, where, fields) for j, item in enumerate(items, 1))
+
+
+def _with_markers(prompt: str, n_images: int, row: dict, where: str, fields: FieldMap) -> str:
+    """The prompt with one <image> marker per image: as written, or all put before the text when it has none."""
+    found = prompt.count(IMAGE_TOKEN)
+    if found == n_images:
+        return prompt
+    if found == 0:
+        return IMAGE_TOKEN * n_images + prompt
+    hint = "" if fields.image in row else (f"; there is no field '{fields.image}' (set {fields.key('image')}; the row "
+                                           f"has: {', '.join(sorted(map(str, row))[:8])})")
+    raise DataError(f"{where}: the prompt has {found} {IMAGE_TOKEN} placeholders but {n_images} images "
+                    f"(field '{fields.image}'){hint}")
+
+
 def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptRecord | None:
     """The record of one row; None when `answer_from` finds no gold answer in it (the caller counts these)."""
     if not isinstance(row, dict):
@@ -124,9 +204,8 @@ def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptR
     answer = gold_answer(_text(raw_answer, where, "answer", fields), fields.answer_from)
     if answer is None:
         return None
-    images = row.get("images") or []
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise DataError(f"{where}: field 'images' must be a list of paths")
+    images = _images(row, where, fields)
+    prompt = _with_markers(prompt, len(images), row, where, fields)
     tests = row.get("tests") or []
     if not isinstance(tests, list):
         raise DataError(f"{where}: field 'tests' must be a list")
@@ -137,13 +216,38 @@ def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptR
     record_id = _text(record_id, where, "id", fields) if record_id is not None else ""
     domain = row.get(fields.domain)
     domain = _text(domain, where, "domain", fields) if domain is not None else fields.default_domain
-    mapped = {fields.prompt, fields.answer, fields.id, fields.difficulty, fields.domain, *OPTIONAL}
+    mapped = {fields.prompt, fields.answer, fields.id, fields.difficulty, fields.domain, fields.image, *OPTIONAL}
     extra = {k: v for k, v in row.items() if k not in mapped}
     return PromptRecord(
         id=record_id, prompt=prompt, answer=answer, difficulty=_difficulty(row.get(fields.difficulty), where, fields),
-        domain=domain, images=tuple(images), tests=tuple(tests),
+        domain=domain, images=images, tests=tuple(tests),
         pass_rate=None if pass_rate is None else float(pass_rate), extra=extra,
     )
+
+
+def _failure(exc: BaseException) -> str:
+    """Why an image cannot be read, in a few words (the path is said once, by the caller)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image PIL can decode"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__  # PIL's own words: "broken PNG file", "Truncated File Read"
+
+
+def check_images(record: PromptRecord, where: str, fields: FieldMap = FieldMap()) -> None:
+    """Open every image of a record and verify it (no pixels decoded); the first bad one is a DataError."""
+    for j, image in enumerate(record.images, 1):
+        try:
+            with open_image(image) as opened:
+                opened.verify()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for damaged data
+            raise DataError(f"{where}: prompt {record.id}: cannot read image {j} of field '{fields.image}', "
+                            f"{image}: {_failure(exc)}") from None
 
 
 def prompt_hash(prompt: str) -> str:
@@ -169,8 +273,8 @@ def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str =
         if record is None:
             missing.append(where)
             continue
-        if record.images:
-            record = replace(record, images=tuple(str(base / i) for i in record.images))
+        if record.images:  # paths start at the prompt file (an absolute one stays as it is)
+            record = replace(record, images=tuple(str(base / i) if isinstance(i, str) else i for i in record.images))
         if not record.id:  # a stable id from the text; a repeated text gets a numbered id
             record_id, n = prompt_hash(record.prompt), 1
             while record_id in seen:
@@ -180,6 +284,7 @@ def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str =
         elif record.id in seen:
             raise DataError(f"{where}: field '{fields.id}' repeats '{record.id}' from {seen[record.id]}")
         seen[record.id] = _position(where, path)
+        check_images(record, where, fields)
         records.append(record)
     if missing:
         share = len(missing) / len(rows)
@@ -194,17 +299,44 @@ def read_prompt_set(path: str | Path, fields: FieldMap = FieldMap(), what: str =
 
 
 def write_prompt_set(records: list[PromptRecord], path: str | Path) -> None:
-    """JSONL in k15's own field names, which the default FieldMap reads back as they are. A record's
+    """JSONL in k15's own field names, which the default FieldMap reads back as they are. Embedded
+    images become files beside it, images/<id>-<j>.<ext>, under their relative paths. A record's
     other fields come along where JSON can hold them (not image bytes or timestamps), and never
     overwrite the mapped ones (a raw `answer` column beside the mapped `solution`)."""
-    rows = []
+    path = Path(path)
+    rows, taken = [], set()
     for r in records:
-        row = {k: v for k, v in asdict(r).items() if k != "extra"}
-        row["images"], row["tests"] = list(r.images), list(r.tests)
+        row = asdict(replace(r, images=(), extra={}))  # (asdict would copy every image's bytes)
+        del row["extra"]
+        row["images"] = [i if isinstance(i, str) else _write_image(i, r.id, j, path.parent, taken)
+                         for j, i in enumerate(r.images)]
+        row["tests"] = list(r.tests)
         if row["pass_rate"] is None:
             del row["pass_rate"]
         rows.append({**row, **{k: v for k, v in r.extra.items() if k not in row and _jsonable(v)}})
     write_jsonl(rows, path)
+
+
+def _write_image(image: EmbeddedImage, record_id: str, j: int, out_dir: Path, taken: set[str]) -> str:
+    """Write the bytes as they are (no re-encoding: equal pixels) to images/<id>-<j>.<ext>; the relative path."""
+    try:
+        with open_image(image) as opened:
+            kind = opened.format
+    except Exception:  # as when reading: PIL raises many kinds for data it cannot decode
+        kind = None
+    if kind is None:
+        raise DataError(f"prompt {record_id}: cannot write {image} to {out_dir / 'images'}: "
+                        "not an image PIL can decode")
+    suffix = {"JPEG": "jpg", "TIFF": "tif"}.get(kind, kind.lower())
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", f"{record_id}-{j}")  # an id may hold characters a file name cannot
+    name, n = f"{stem}.{suffix}", 1
+    while name in taken:  # two ids that differ only in such characters
+        n += 1
+        name = f"{stem}_{n}.{suffix}"
+    taken.add(name)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "images" / name).write_bytes(image.data)
+    return f"images/{name}"
 
 
 def _jsonable(value: object) -> bool:

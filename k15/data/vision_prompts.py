@@ -1,12 +1,13 @@
 """Image prompt sets: the synthetic world's image tasks as RL prompts, and their images as pixels.
 
     records = write_vision_prompt_set(out_dir, ["problem", "count"], n=2048, seed=0)   # PNGs + prompts.jsonl
-    prompt = image_prompt(record, tok, vlm)        # an ImagePrompt with expanded placeholders, for the engine
+    prompt = image_prompt(record, tok, vlm, chat)  # an ImagePrompt with expanded placeholders, for the engine
 
 A record's `prompt` holds one `<image>` per image, where the image sits in the text (the synthetic
 tasks put it first: "<image>how many circles? "); `images` are PNG paths, relative to the prompt file
-(k15.data.prompts resolves them). A user's own image prompt set is the same JSONL and goes through
-the same code. Difficulty: the task's level (problem: operations; count / compare: shapes; chart:
+(k15.data.prompts resolves them). A user's own image prompt set goes through the same code, in any
+format k15.data.prompts reads: its images are paths or embedded bytes (EmbeddedImage), both read by
+load_image as RGB. Difficulty: the task's level (problem: operations; count / compare: shapes; chart:
 1 for "which bar is tallest", 2 for reading a bar's height).
 """
 
@@ -20,14 +21,15 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from k15.data.prompts import PromptRecord, read_prompt_set, write_prompt_set
+from k15.chat import RAW, ChatFormat, image_text
+from k15.data.prompts import ImageRef, PromptRecord, open_image, read_prompt_set, write_prompt_set
 from k15.errors import DataError
+from k15.models.hf_vlm import HFVisionLanguageModel
 from k15.models.vlm import IMAGE_TOKEN, expand_placeholders
 from k15.rollout.vision import ImagePrompt
 from k15.config import WorldConfig
 from k15.synthetic.corpus import world_levels
 from k15.synthetic.images import VisionDoc, problem_docs, vision_docs
-from k15.tokenizer import prompt_ids
 
 
 def doc_prompt(doc: VisionDoc) -> str:
@@ -66,27 +68,31 @@ def write_vision_prompt_set(out_dir: str | Path, tasks: list[str], n: int, seed:
 
 
 @contextmanager
-def _opened(path: str, record_id: str) -> Iterator[Image.Image]:
-    """The image file of a prompt; a missing or unreadable file is a DataError naming the prompt."""
+def _opened(image: ImageRef, record_id: str) -> Iterator[Image.Image]:
+    """An image of a prompt (a path or embedded bytes); one that cannot be read is a DataError naming the prompt."""
     try:
-        with Image.open(path) as image:
-            yield image
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"prompt {record_id}: cannot read image {path}: {exc}") from None
+        with open_image(image) as opened:
+            yield opened
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:  # SyntaxError: PIL's "broken PNG"
+        raise DataError(f"prompt {record_id}: cannot read image {image}: {exc}") from None
 
 
-def load_image(path: str, record_id: str) -> Image.Image:
-    with _opened(path, record_id) as image:
-        return image.convert("RGB")
+def load_image(image: ImageRef, record_id: str) -> Image.Image:
+    """The pixels of a path or of embedded bytes, as RGB."""
+    with _opened(image, record_id) as opened:
+        return opened.convert("RGB")
 
 
-def image_prompt(record: PromptRecord, tok, vlm) -> ImagePrompt | list[int]:
-    """The engine's prompt for a record: token ids (text-only), or ids with placeholders expanded + pixels."""
-    ids = prompt_ids(tok, record.prompt)
+def image_prompt(record: PromptRecord, tok, vlm, chat: ChatFormat = RAW) -> ImagePrompt | list[int]:
+    """The engine's prompt for a record: token ids (text-only), or ids with placeholders expanded + pixels.
+    Each `<image>` is written as the model's own image text (k15.chat.image_text) before tokenizing."""
+    ids = chat.prompt_ids(tok, record.prompt, image_text(tok, vlm))
+    if isinstance(vlm, HFVisionLanguageModel) and chat.template is not None:
+        ids = _with_processor_bos(tok, ids)
     if not record.images:
         return ids
     processor = vlm.image_processor()
-    pixels = [processor(load_image(path, record.id)) for path in record.images]
+    pixels = [processor(load_image(image, record.id)) for image in record.images]
     counts = [vlm.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
     try:
         ids = expand_placeholders(ids, vlm.image_token_id, counts)
@@ -95,12 +101,22 @@ def image_prompt(record: PromptRecord, tok, vlm) -> ImagePrompt | list[int]:
     return ImagePrompt(ids, [p.to(torch.float32) for p in pixels], expanded=True)
 
 
+def _with_processor_bos(tok, ids: list[int]) -> list[int]:
+    """A transformers VLM's processor tokenizes the rendered chat with the tokenizer's special tokens, so
+    LLaVA's prompts start with <s> although its template does not write it (a text LM's apply_chat_template
+    adds none): the same ids here."""
+    bos = tok.bos_token_id
+    if bos is None or ids[:1] == [bos] or tok("x")["input_ids"][:1] != [bos]:
+        return ids
+    return [bos] + ids
+
+
 def image_tokens(record: PromptRecord, vlm) -> int:
     """Placeholder tokens of a record's images once expanded (reads only the image headers)."""
     processor = vlm.image_processor()
     total = 0
-    for path in record.images:
-        with _opened(path, record.id) as image:  # the header only: no pixels decoded
-            width, height = image.size
+    for image in record.images:
+        with _opened(image, record.id) as opened:  # the header only: no pixels decoded
+            width, height = opened.size
         total += vlm.tokens_per_image(*processor.size_for(height, width))
     return total

@@ -29,6 +29,8 @@ from k15.data.prompts import PromptRecord
 from k15.errors import DataError
 from k15.rewards.rule import Verdict, verify
 from k15.rollout.engine import RolloutEngine, SamplingParams
+from k15.rollout.vision import VisionRolloutEngine
+from k15.models.policy import is_vlm
 from k15.synthetic.arithmetic import Problem, heldout_set
 from k15.synthetic.corpus import world_levels
 from k15.tokenizer import prompt_ids, stop_token_ids
@@ -109,20 +111,22 @@ def unbiased_pass_at_k(n: int, c: int, k: int) -> float:
 def sample_responses(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
-    prompts: list[list[int]],
+    prompts: list,
     temperature: float,
     max_new_tokens: int,
     batch_size: int,
     seed: int,
     stop_ids: list[int] | None = None,
 ) -> list[list[int]]:
-    """Responses (token ids, up to and including the stop token) from the rollout engine; T=0 is greedy."""
+    """Responses (token ids, up to and including the stop token) from the rollout engine; T=0 is greedy.
+    A VLM takes image prompts (k15.rollout.vision.ImagePrompt, placeholders expanded) among the id lists."""
     context = model.config.max_position_embeddings
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > context:
         raise DataError(f"a prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model context ({context})")
     # the cache holds what these prompts need, not the model's whole context (32k positions for Qwen2.5)
-    engine = RolloutEngine(model, max_batch_size=min(batch_size, len(prompts)), max_seq_len=longest + max_new_tokens)
+    engine_cls = VisionRolloutEngine if is_vlm(model) else RolloutEngine  # image prompts: ImagePrompts, expanded
+    engine = engine_cls(model, max_batch_size=min(batch_size, len(prompts)), max_seq_len=longest + max_new_tokens)
     stops = tuple(stop_ids if stop_ids is not None else stop_token_ids(tok))
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stops)
     return engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
@@ -154,12 +158,18 @@ def evaluate_prompt_set(
     rewards: RewardConfig | None = None,
 ) -> EvalResult:
     """A user's held-out prompt set: each record's verifier, grouped by difficulty (or domain) when present."""
+    from k15.data.vision_prompts import image_prompt
     from k15.rewards.registry import RewardRegistry  # the registry imports k15.data.prompts, as this module does
 
     records = records[: cfg.num_prompts] if cfg.num_prompts else records
     n = cfg.samples_per_problem
     flat = [r for r in records for _ in range(n)]
-    prompts = [chat.prompt_ids(tok, r.prompt) for r in records]  # rendered once per record, not per sample
+    if is_vlm(model):  # text or image prompts; an image prompt's pixels are read once and shared by its samples
+        prompts = [image_prompt(r, tok, model, chat) for r in records]
+    elif any(r.images for r in records):
+        raise DataError(f"prompt {next(r.id for r in records if r.images)} has images, but the model is a text model")
+    else:
+        prompts = [chat.prompt_ids(tok, r.prompt) for r in records]  # rendered once per record, not per sample
     responses = _sampled(model, tok, [p for p in prompts for _ in range(n)], cfg, seed, chat.stop_ids(tok, model))
     ids = [f"{r.id}#{j % n}" for j, r in enumerate(flat)]
     with RewardRegistry.from_config(rewards or RewardConfig()) as registry:

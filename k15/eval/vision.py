@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import torch
 
+from k15.chat import RAW, ChatFormat, image_text
 from k15.config import EvalConfig, WorldConfig
 from k15.data.vision_prompts import doc_prompt
 from k15.errors import DataError
 from k15.eval.evaluate import EvalItem, EvalResult, tally
+from k15.models.hf_vlm import HFVisionLanguageModel
 from k15.models.vlm import VisionLanguageModel
 from k15.rollout.sampling import SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
 from k15.synthetic.corpus import world_levels
 from k15.synthetic.arithmetic import heldout_set
 from k15.synthetic.images import VisionDoc, check_image_levels, problem_image, vision_docs
-from k15.tokenizer import prompt_ids, stop_token_ids
+from k15.tokenizer import stop_token_ids
 
 EVAL_SEED_OFFSET = 17  # held-out documents of their own seed, apart from the ones used elsewhere
 
@@ -34,20 +36,23 @@ def heldout_docs(task: str, world: WorldConfig, per_level: int) -> list[VisionDo
     return list(vision_docs(task, 2 * per_level, "heldout", seed, heldout_fraction=world.heldout_fraction))
 
 
-def evaluate_vision(vlm: VisionLanguageModel, tok, world: WorldConfig, cfg: EvalConfig, tasks: list[str],
-                    seed: int) -> dict[str, EvalResult]:
+def evaluate_vision(vlm: VisionLanguageModel | HFVisionLanguageModel, tok, world: WorldConfig, cfg: EvalConfig,
+                    tasks: list[str], seed: int, chat: ChatFormat = RAW) -> dict[str, EvalResult]:
+    """k15's VLM reads raw prompts (as it was trained); a transformers VLM gets the run's chat format."""
     was_training = vlm.training
     vlm.eval()
     context = vlm.config.max_position_embeddings
     engine = VisionRolloutEngine(vlm, max_batch_size=cfg.batch_size, max_seq_len=context)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            stop_token_ids=tuple(stop_token_ids(tok)))
+                            stop_token_ids=tuple(stop_token_ids(tok) if chat is RAW else chat.stop_ids(tok, vlm)))
+    marker = image_text(tok, vlm)
     results = {}
     for task in tasks:
         heldout = heldout_docs(task, world, cfg.problems_per_level)
         processor = vlm.image_processor()
         # One prompt (pixels included) per document, shared by its samples: the engine encodes each image once.
-        per_doc = [ImagePrompt(prompt_ids(tok, doc_prompt(d)), [processor(img) for img in d.images]) for d in heldout]
+        per_doc = [ImagePrompt(chat.prompt_ids(tok, doc_prompt(d), marker), [processor(img) for img in d.images])
+                   for d in heldout]
         docs = [d for d in heldout for _ in range(cfg.samples_per_problem)]
         prompts = [p for p in per_doc for _ in range(cfg.samples_per_problem)]
         longest = max(len(p.ids) + sum(vlm.tokens_per_image(*px.shape[-2:]) - 1 for px in p.images)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel
+from torch import nn
 
 from k15.errors import CheckpointError
 
@@ -38,7 +38,7 @@ def merge_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], we
     return out
 
 
-def merge_models(a: PreTrainedModel, b: PreTrainedModel, weight: float = 0.5) -> PreTrainedModel:
+def merge_models(a: nn.Module, b: nn.Module, weight: float = 0.5) -> nn.Module:
     """Merge `b` into (a copy of the weights of) `a`; returns `a` with merged weights."""
     if type(a) is not type(b):
         raise CheckpointError(f"cannot merge a {type(a).__name__} with a {type(b).__name__}")
@@ -48,12 +48,14 @@ def merge_models(a: PreTrainedModel, b: PreTrainedModel, weight: float = 0.5) ->
 
 
 def merge_checkpoints(path_a: str | Path, path_b: str | Path, out: str | Path, weight: float = 0.5) -> Path:
-    """Merge two HF checkpoint directories into `out` (model + the first one's tokenizer)."""
-    from k15.models.decoder import export, load_decoder
-    from k15.tokenizer import load_tokenizer
+    """Merge two checkpoint directories of one kind (text, k15 VLM, transformers VLM) into `out`, saved in
+    their own format with the first one's tokenizer."""
+    from k15.config import ModelConfig
+    from k15.models.policy import export_policy, load_policy
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"output directory {out} is not empty; refusing to overwrite")
-    a, b = load_decoder(path_a), load_decoder(path_b)
-    return export(merge_models(a, b, weight), load_tokenizer(path_a), out)
+    (a, tok), (b, _) = load_policy(ModelConfig(), path_a, "long2short.long_model"), load_policy(
+        ModelConfig(), path_b, "long2short.short_model")
+    return export_policy(merge_models(a, b, weight), tok, out)

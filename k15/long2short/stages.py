@@ -19,7 +19,8 @@ from k15.data.prompts import FieldMap, PromptDataModule, PromptRecord
 from k15.eval.evaluate import sample_responses
 from k15.long2short.merge import merge_checkpoints
 from k15.long2short.pairs import Candidate, dpo_pairs, shortest_correct
-from k15.models.decoder import export, load_model_and_tokenizer
+from k15.errors import ConfigError
+from k15.models.policy import export_policy, load_policy
 from k15.modules.dpo import DPOModule, PairDataset, collate_pairs, reference_logprobs
 from k15.rewards.registry import RewardRegistry
 from k15.trainer import make_trainer, stage_logger
@@ -33,11 +34,14 @@ def sample_candidates(cfg: ExperimentConfig, model_dir: Path
                       ) -> tuple[list[PromptRecord], list[list[int]], list[list[Candidate]], object, ChatFormat]:
     """n responses per prompt from the long model, each marked correct or not by the prompt's verifier."""
     l2s: Long2ShortConfig = cfg.long2short
-    model, tok = load_model_and_tokenizer(cfg.model, model_dir)
+    model, tok = load_policy(cfg.model, model_dir)
     chat = chat_format_of(cfg.data, tok)
     data = PromptDataModule(cfg.world, cfg.rl.prompt_path, l2s.num_prompts, 1, cfg.run.seed + 17, FieldMap.from_config(cfg.data))
     data.setup()
     records = data.records[: l2s.num_prompts]
+    if any(r.images for r in records):  # their pairs and SFT examples would need the images in the loss
+        raise ConfigError(f"shortest_rs and dpo train on text prompts only, and {cfg.rl.prompt_path} has image prompts; "
+                          "for a vision-language model use merge or l2s_rl")
     prompts = [chat.prompt_ids(tok, r.prompt) for r in records]
     n = l2s.samples_per_prompt
     flat = [p for p in prompts for _ in range(n)]
@@ -78,8 +82,8 @@ def run_shortest_rs(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Pat
     console.print(f"shortest_rs: {kept} of {len(prompts)} prompts have a correct sample; SFT on the shortest")
     if kept == 0:
         console.print("[bold red]WARNING[/]: shortest_rs: no correct sample at all; exporting the long model unchanged")
-        model, tok = load_model_and_tokenizer(cfg.model, long_dir)
-        return export(model, tok, stage_dir / "model")
+        model, tok = load_policy(cfg.model, long_dir)
+        return export_policy(model, tok, stage_dir / "model")
     sft_cfg = _with_sft(cfg, data_path, l2s)
     return train_sft(sft_cfg, run_dir, long_dir, stage="shortest_rs")
 
@@ -112,10 +116,10 @@ def run_dpo(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> P
             f.write(json.dumps({"prompt": tok.decode(list(p.prompt)), "chosen": tok.decode(list(p.chosen)),
                                 "rejected": tok.decode(list(p.rejected)), "kind": p.kind}) + "\n")
     L.seed_everything(cfg.run.seed, verbose=False)
-    model, tok = load_model_and_tokenizer(cfg.model, long_dir)
+    model, tok = load_policy(cfg.model, long_dir)
     if not pairs:
         console.print("[bold red]WARNING[/]: dpo: no preference pairs (no prompt had a correct and a rejected sample); exporting the long model unchanged")
-        return export(model, tok, stage_dir / "model")
+        return export_policy(model, tok, stage_dir / "model")
     ref = reference_logprobs(model, pairs, tok.pad_token_id)
     model.train()
     module = DPOModule(model, tok.pad_token_id, l2s.dpo_beta, l2s.dpo_optim, l2s.dpo_steps, l2s.dpo_nll_weight)
@@ -123,7 +127,7 @@ def run_dpo(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> P
                         drop_last=len(pairs) >= l2s.dpo_batch_size)
     trainer = make_trainer(cfg, stage_dir, stage_logger(run_dir, "dpo"), l2s.dpo_steps, l2s.dpo_optim.grad_clip)
     trainer.fit(module, train_dataloaders=loader)
-    return export(model, tok, stage_dir / "model")
+    return export_policy(model, tok, stage_dir / "model")
 
 
 def run_l2s_rl(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> Path:

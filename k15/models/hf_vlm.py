@@ -3,6 +3,7 @@
     model = load_hf_vlm("/path/to/checkpoint")            # a directory with config.json + weights
     pixels = model.image_processor()(pil_image)           # [C, H, W], resized and normalised for its tower
     n = model.tokens_per_image(*pixels.shape[-2:])         # placeholders this image takes in the text
+    ids, pixels = model.expand_prompt(tok(chat_text).input_ids, [pil_image])  # = AutoProcessor(chat_text, images)
     out = model(input_ids, images=[pixels, ...], labels=..., attention_mask=... | position_ids=..., doc_ids=...)
     tokens = model.generate(prompts, images, max_new_tokens=16)
 
@@ -22,27 +23,41 @@ What each family needs, built here from the images and the ids:
   positions and so to wrong logits. We always pass it; in packed rows we compute the 3D positions
   per document ourselves (restarting at each document) and pass them with the text positions.
 
-Pixel normalisation comes from the checkpoint's `preprocessor_config.json` (image_mean, image_std),
-else from `k15_vlm.json` (a k15 export), else the family's default.
+Images go through the checkpoint's own image processor: `load_hf_vlm` loads it from the directory's
+`preprocessor_config.json` with `AutoImageProcessor` (the backend AutoProcessor would pick: torchvision
+where it imports, else PIL/numpy) and keeps it on the wrapper (`hf_image_processor`). Its resizing
+(Qwen's min/max pixels, CLIP's shortest edge + center crop, Pixtral's longest edge), rescaling and
+normalisation are the model's, so `image_processor()` + `model_inputs` give exactly the processor's
+`pixel_values` (and `image_grid_thw`), and `expand_prompt` gives the ids AutoProcessor gives for a
+prompt with one placeholder per image. We do not use AutoProcessor itself: the Qwen2-VL processors
+need torchvision for their video half, which does not import on CPU-only machines.
+A directory without `preprocessor_config.json` (e.g. a k15 export) gets k15's ImageProcessor with
+the normalisation of `k15_vlm.json`, else the family's default.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import math
 from pathlib import Path
 
 import torch
-from einops import repeat
+from einops import rearrange, repeat
+from PIL import Image
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, PreTrainedModel
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+from transformers.utils import is_torchvision_available
 
 from k15.data.packing import IGNORE, document_mask
 from k15.errors import CheckpointError, DataError
 from k15.models.vision import ImageProcessor, as_image_list, tower_tokens
-from k15.models.vlm import _stop_ids, check_placeholders
+from k15.models.vlm import _stop_ids, check_placeholders, expand_placeholders
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 FAMILIES = ("llava", "mistral3", "qwen2_vl", "qwen2_5_vl")
+PROCESSOR_FILES = ("processor_config.json", "chat_template.json", "chat_template.jinja")
 LLAVA_TOWERS = ("clip_vision_model", "siglip_vision_model", "pixtral")
 
 
@@ -61,10 +76,87 @@ class _Part:
                     yield p
 
 
+def _fixed_resize(height: int, width: int, size) -> tuple[int, int] | None:
+    """The size a CLIP / SigLIP-style processor resizes to; None for a rule we do not compute."""
+    if size.get("height") and size.get("width"):
+        return size["height"], size["width"]
+    short = size.get("shortest_edge")
+    if short and not size.get("longest_edge"):  # the short side becomes `short`, the long one is truncated
+        if height <= width:
+            return short, int(short * width / height)
+        return int(short * height / width), short
+    return None
+
+
+def _pixtral_resize(height: int, width: int, size, unit: int) -> tuple[int, int]:
+    """Pixtral: shrink (never grow) into the longest edge, floor the sides, then round them up to `unit`."""
+    limit_h, limit_w = ((size["longest_edge"],) * 2 if size.get("longest_edge") else (size["height"], size["width"]))
+    ratio = max(height / limit_h, width / limit_w)
+    if ratio > 1:
+        height, width = int(math.floor(height / ratio)), int(math.floor(width / ratio))
+    return ((height - 1) // unit + 1) * unit, ((width - 1) // unit + 1) * unit
+
+
+class CheckpointImageProcessor:
+    """A checkpoint's own transformers image processor with the face of k15's ImageProcessor.
+
+    `processor(pil_image)` -> pixels [C, H, W] that HFVisionLanguageModel.model_inputs turns back into
+    exactly the processor's `pixel_values` (and `image_grid_thw`); `size_for(height, width)` -> the
+    (height, width) it produces, computed from the size alone (k15.data.vision_prompts counts
+    placeholders from image headers).
+
+    layout: "qwen" (the processor returns flattened patches; we fold them back into the image, one
+    temporal copy, which re-patching repeats exactly), "pixtral" (any size; sides multiples of `unit`,
+    the tower's patch times the merge, passed as the patch size the way PixtralProcessor does) or
+    "fixed" (CLIP / SigLIP: one size).
+    """
+
+    def __init__(self, processor, layout: str, unit: int):
+        self.processor, self.layout, self.unit = processor, layout, unit
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        kwargs = {"patch_size": {"height": self.unit, "width": self.unit}} if self.layout == "pixtral" else {}
+        out = self.processor(images=[image], return_tensors="pt", **kwargs)
+        pixels = out["pixel_values"]
+        if self.layout == "qwen":
+            pixels = self._unpatch(pixels, out["image_grid_thw"][0].tolist())
+        else:
+            pixels = pixels[0]
+        return pixels.to(torch.float32).contiguous()
+
+    def _unpatch(self, patches: torch.Tensor, grid: list[int]) -> torch.Tensor:
+        """Qwen's rows of (c t p1 p2) patches, merge window by merge window -> the first frame [C, H, W]."""
+        t, gh, gw = grid
+        p, m = self.processor.patch_size, self.processor.merge_size
+        frames = rearrange(patches, "(gh gw m1 m2) (c t p1 p2) -> t c (gh m1 p1) (gw m2 p2)",
+                           gh=gh // m, gw=gw // m, m1=m, m2=m, t=self.processor.temporal_patch_size, p1=p, p2=p)
+        return frames[0]
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        proc, size = self.processor, self.processor.size or {}
+        if not proc.do_resize:
+            out = (height, width)
+        elif self.layout == "qwen":
+            try:
+                out = smart_resize(height, width, factor=self.unit, min_pixels=size["shortest_edge"],
+                                   max_pixels=size["longest_edge"])
+            except ValueError as exc:  # an aspect ratio beyond 200:1
+                raise DataError(f"an image of {height}x{width} pixels: {exc}") from None
+        elif self.layout == "pixtral":
+            out = _pixtral_resize(height, width, size, self.unit)
+        else:
+            out = _fixed_resize(height, width, size)
+        if self.layout == "fixed" and getattr(proc, "do_center_crop", False):
+            out = (proc.crop_size["height"], proc.crop_size["width"])
+        if out is None:  # a resize rule not computed above: measure it on a blank image
+            out = tuple(self(Image.new("RGB", (width, height))).shape[-2:])
+        return out
+
+
 class HFVisionLanguageModel(nn.Module):
     """A transformers image-text-to-text model (one of FAMILIES) with k15's `forward(input_ids, images, ...)`."""
 
-    def __init__(self, model: PreTrainedModel, mean=None, std=None):
+    def __init__(self, model: PreTrainedModel, mean=None, std=None, image_processor=None):
         super().__init__()
         self.model = model
         cfg = model.config
@@ -91,6 +183,26 @@ class HFVisionLanguageModel(nn.Module):
         self.mean = mean if mean is not None else default_mean
         self.std = std if std is not None else default_std
         self.num_channels = int(getattr(v, "num_channels", getattr(v, "in_channels", 3)))
+        # The checkpoint's transformers image processor (load_hf_vlm reads it), or None: k15's ImageProcessor.
+        self.hf_image_processor = image_processor
+        self._pixels = None
+        if image_processor is not None:
+            self._pixels = self._checkpoint_pixels(image_processor)
+            # mean / std then describe the processor's pixels (callers un-normalise them to show images)
+            normalised = getattr(image_processor, "do_normalize", True)
+            self.mean = tuple(image_processor.image_mean) if normalised else 0.0
+            self.std = tuple(image_processor.image_std) if normalised else 1.0
+
+    def _checkpoint_pixels(self, processor) -> CheckpointImageProcessor:
+        if self.family in ("qwen2_vl", "qwen2_5_vl"):
+            theirs = (processor.patch_size, processor.merge_size, processor.temporal_patch_size)
+            ours = (self.patch_size, self.merge, self.temporal_patch)
+            if theirs != ours:
+                raise CheckpointError(f"the image processor's patch / merge / temporal patch sizes {theirs} "
+                                      f"differ from the model's {ours}")
+            return CheckpointImageProcessor(processor, "qwen", self.patch_size * self.merge)
+        layout = "pixtral" if self.tower_type == "pixtral" else "fixed"
+        return CheckpointImageProcessor(processor, layout, self.patch_size * self.merge)
 
     # ------------------------------------------------------------------ facts
 
@@ -111,13 +223,36 @@ class HFVisionLanguageModel(nn.Module):
             return n - (1 if cfg.vision_feature_select_strategy == "default" else 0)
         return tower_tokens(height, width, self.patch_size, self.merge)
 
-    def image_processor(self, max_side: int = 448, max_pixels: int = 448 * 448) -> ImageProcessor:
-        """Pillow image -> pixels for this checkpoint's tower (fixed-size towers ignore the limits)."""
+    def image_processor(self, max_side: int = 448, max_pixels: int = 448 * 448):
+        """Pillow image -> pixels [C, H, W] for this checkpoint's tower, with `size_for(height, width)`.
+
+        The checkpoint's own image processor when its directory has one (its limits apply; the
+        arguments are unused), else k15's ImageProcessor (fixed-size towers ignore the limits)."""
+        if self._pixels is not None:
+            return self._pixels
         if self.fixed_size is not None:
             s = self.fixed_size
             return ImageProcessor(s, s * s, self.patch_size, self.num_channels, self.mean, self.std, fixed=(s, s))
         unit = self.patch_size * self.merge
         return ImageProcessor(max_side, max_pixels, unit, self.num_channels, self.mean, self.std)
+
+    def expand_prompt(self, ids: list[int], images) -> tuple[list[int], list[torch.Tensor]]:
+        """Prompt ids with one image token per image (as a chat template writes it) and the images
+        (Pillow, or pixels [C, H, W]) -> ids with each image's run of tokens, and pixels: what the
+        family's AutoProcessor gives for the same text and images."""
+        processor = self.image_processor()
+        pixels = [img if isinstance(img, torch.Tensor) else processor(img) for img in images]
+        counts = [self.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
+        return expand_placeholders(list(ids), self.image_token_id, counts), pixels
+
+    def save_processor(self, path: str | Path) -> None:
+        """The checkpoint's image processor config into an export, so the export processes images as it did."""
+        if self.hf_image_processor is not None:
+            self.hf_image_processor.save_pretrained(str(path))
+        source = getattr(self, "source_dir", None)
+        for name in PROCESSOR_FILES if source is not None else ():  # what AutoProcessor reads besides the above
+            if (source / name).is_file() and not (Path(path) / name).exists():
+                shutil.copyfile(source / name, Path(path) / name)
 
     # The three parts k15.models.vlm.freeze knows, for the tower-only stage on a real checkpoint.
 
@@ -260,11 +395,7 @@ class HFVisionLanguageModel(nn.Module):
 
 
 def _pixel_stats(path: Path):
-    pre = path / "preprocessor_config.json"
-    if pre.is_file():
-        data = json.loads(pre.read_text())
-        if "image_mean" in data and "image_std" in data:
-            return tuple(data["image_mean"]), tuple(data["image_std"])
+    """Normalisation for k15's ImageProcessor when there is no image processor: a k15 export's, else defaults."""
     side = path / "k15_vlm.json"
     if side.is_file():
         vision = json.loads(side.read_text())["vision"]
@@ -272,9 +403,25 @@ def _pixel_stats(path: Path):
     return None, None
 
 
-def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa",
-                dtype: torch.dtype = torch.float32) -> HFVisionLanguageModel:
-    """A local LLaVA / Mistral3 / Qwen2-VL / Qwen2.5-VL checkpoint directory, ready to train."""
+def load_image_processor(path: str | Path, backend: str | None = None):
+    """The transformers image processor of a checkpoint directory, or None when it has no
+    preprocessor_config.json. `backend`: "pil" | "torchvision"; by default the one AutoProcessor
+    picks (torchvision where it imports, else pil; naming pil ourselves skips transformers' warning)."""
+    path = Path(path)
+    if not (path / "preprocessor_config.json").is_file():
+        return None
+    backend = backend or ("torchvision" if is_torchvision_available() else "pil")
+    try:
+        return AutoImageProcessor.from_pretrained(str(path), local_files_only=True, backend=backend)
+    except (OSError, ValueError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"cannot load the image processor in {path}: {reason}") from None
+
+
+def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32,
+                image_backend: str | None = None) -> HFVisionLanguageModel:
+    """A local LLaVA / Mistral3 / Qwen2-VL / Qwen2.5-VL checkpoint directory, ready to train, with its
+    own image processor (see load_image_processor for `image_backend`)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"not a model directory (no config.json): {path}")
@@ -291,4 +438,6 @@ def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa",
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a model from {path}: {str(exc).splitlines()[0]}") from None
     mean, std = _pixel_stats(path)
-    return HFVisionLanguageModel(model, mean, std)
+    wrapper = HFVisionLanguageModel(model, mean, std, load_image_processor(path, image_backend))
+    wrapper.source_dir = path  # its processor files travel with every export (save_processor)
+    return wrapper

@@ -47,7 +47,7 @@ from k15.rl.losses import rl_loss, sequence_logprob
 from k15.rl.sampler import make_sampler
 from k15.rollout.buffer import Group
 from k15.data.vision_prompts import image_prompt
-from k15.models.vlm import VisionLanguageModel
+from k15.models.policy import is_vlm
 from k15.rollout.engine import RolloutEngine, SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
 from k15.rollout.partial import PartialRollouts
@@ -86,7 +86,7 @@ class RLModule(L.LightningModule):
         self.length_penalty_weight = 0.0  # set before each iteration by LengthPenaltySchedule
         self._prompt_tokens: dict[int, list[int]] = {}  # token ids of text prompts
         self._image_prompts: dict[int, ImagePrompt] = {}  # this iteration's image prompts, pixels read
-        self.vision = isinstance(model, VisionLanguageModel)  # image prompts need a VLM policy
+        self.vision = is_vlm(model)  # image prompts need a VLM policy (k15's or a transformers one)
         if not self.vision and any(p.images for p in prompts):
             raise DataError(f"prompt {next(p.id for p in prompts if p.images)} has images, but the policy is a text model")
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
@@ -217,9 +217,9 @@ class RLModule(L.LightningModule):
     def prompt_tokens(self, index: int) -> list[int] | ImagePrompt:
         """Prompt `index` for the engine: its ids, or (image prompts) an ImagePrompt whose pixels are read now."""
         record = self.prompts[index]
-        if record.images:  # read once per iteration (the k samples share it), not held for the whole set
+        if self.vision:  # (images) read once per iteration, the k samples share it, not held for the whole set
             if index not in self._image_prompts:
-                self._image_prompts[index] = image_prompt(record, self.tok, self.model)
+                self._image_prompts[index] = image_prompt(record, self.tok, self.model, self.chat)
             return self._image_prompts[index]
         if index not in self._prompt_tokens:
             self._prompt_tokens[index] = self.chat.prompt_ids(self.tok, record.prompt)
@@ -387,10 +387,12 @@ class RLModule(L.LightningModule):
 
     def log_rollout_images(self, experiment, logged: list) -> None:
         """The images of the logged rollouts (TensorBoard's Images tab), captioned by response and reward."""
-        cfg = self.model.tower.cfg
+        tower = getattr(self.model.tower, "cfg", None)  # k15's VLM; a transformers one keeps its processor's
+        mean, std = (tower.pixel_mean, tower.pixel_std) if tower is not None else (self.model.mean, self.model.std)
+        mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in (mean, std))
         for i, (sample, reward) in enumerate(logged[:4]):
             for j, pixels in enumerate(sample.images):
-                shown = (pixels.detach().float().cpu() * cfg.pixel_std + cfg.pixel_mean).clamp(0, 1)
+                shown = (pixels.detach().float().cpu() * std + mean).clamp(0, 1)
                 experiment.add_image(f"rollouts/sample{i}_image{j}", shown, self.iteration)
             if sample.images:
                 experiment.add_text(f"rollouts/sample{i}", f"r={reward:g}: {self.tok.decode(sample.tokens)}", self.iteration)

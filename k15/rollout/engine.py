@@ -12,6 +12,8 @@ Layout decisions (each measured or needed for exactness, see benchmarks/RESULTS.
   permutation, so q.k — the only thing attention uses them for — is unchanged.
 - Prompts are left-padded, so every row writes the same cache column at each step; each row's
   rotary positions start at 0 at its first real token, exactly like HF on the unpadded prompt.
+  Two small methods say where a row's tokens sit (`_prefill_rope`, `_decode_start`), so a subclass
+  can give image tokens other positions (M-RoPE, k15.rollout.vision) without touching the decoder.
 - Decode attention is two batched matmuls over the valid cache prefix (CPU SDPA was ~2-3x slower
   for one query per row); the prefill uses SDPA. On CPU the decode step is bound by reading the
   weights and the KV cache from memory, not by Python overhead (benchmarks/RESULTS.md).
@@ -380,7 +382,7 @@ class RolloutEngine:
         rows = torch.arange(n, device=dev)  # batch slot -> original row; changes when we compact
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # per slot: still generating
         compacted = False
-        next_pos = torch.tensor([len(p) for p in prompts], device=dev)  # rotary position of the next token
+        next_pos = self._decode_start(prompts)  # rotary position of the next token
         for step in range(new):
             tok, lp = sample_next(logits, params, generator)
             if compacted:
@@ -449,16 +451,26 @@ class RolloutEngine:
         """
         n, P, _ = embeds.shape
         cols = self.positions[:P]
-        # Row r's token in column c sits at position c - pad[r], so each row starts at position 0.
-        pos = (cols[None, :] - pad[:, None]).clamp_(min=0)
         mask = key_ok = None
         if bool(pad.any()):
             key_ok = self.positions[None, :] >= pad[:, None]  # [n, max_seq_len]
             # Pad queries may see themselves so no softmax row is empty (NaN); their outputs are unused.
             eye = torch.eye(P, dtype=torch.bool, device=self.device)
             mask = (((cols[None, :] <= cols[:, None])[None] & key_ok[:, None, :P]) | eye[None])[:, None]
-        hidden = self._forward(embeds, self.rope[pos][:, :, None], 0, mask, causal=True)
+        hidden = self._forward(embeds, self._prefill_rope(pad, P), 0, mask, causal=True)
         return self._logits(hidden[:, -1]), key_ok
+
+    # Where each row's tokens sit. A subclass whose prompts carry other positions (M-RoPE) overrides both.
+
+    def _prefill_rope(self, pad: torch.Tensor, P: int) -> torch.Tensor:
+        """The rotations of the prefill's tokens, [n, P, 1, head_dim/2] complex."""
+        # Row r's token in column c sits at position c - pad[r], so each row starts at position 0.
+        pos = (self.positions[None, :P] - pad[:, None]).clamp_(min=0)
+        return self.rope[pos][:, :, None]
+
+    def _decode_start(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Each row's rotary position for its first generated token, [n] long."""
+        return torch.tensor([len(p) for p in prompts], device=self.device)
 
     def _cache_views(self, rows: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The start of the preallocated cache viewed as [layers, rows, kv_heads, seq, head_dim].

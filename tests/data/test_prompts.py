@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from k15.config import WorldConfig
 from k15.data.prompts import FieldMap, PromptRecord, prompt_hash, read_prompt_set, synthetic_prompt_set, write_prompt_set
@@ -32,6 +33,8 @@ def test_synthetic_set_round_trips_through_jsonl(tmp_path):
 def test_user_rows_with_optional_fields_load(tmp_path):
     row = {**GOOD, "images": ["img/1.png"], "tests": [{"input": "1", "output": "2"}], "pass_rate": 0.3, "source": "mine"}
     write_rows(tmp_path / "p.jsonl", [row])
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (2, 2)).save(tmp_path / "img/1.png")  # images are opened when the set is read
     (record,) = read_prompt_set(tmp_path / "p.jsonl")
     # image paths are relative to the prompt file
     assert record.images == (str(tmp_path / "img/1.png"),) and record.pass_rate == 0.3 and record.extra == {"source": "mine"}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from k15.errors import ConfigError, DataError
+from k15.errors import DataError
 from k15.models.vlm import expand_placeholders
 from k15.rollout.engine import RolloutEngine
 from k15.rollout.sampling import SamplingParams
@@ -185,13 +185,3 @@ def test_hf_llava_and_mistral3_wrappers_roll_out_exactly(tok, make_vlm, merge):
         logits[:, IMG] = -torch.inf
         lp = torch.log_softmax(logits[len(ids) - 1 : -1], dim=-1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(1)
         torch.testing.assert_close(torch.tensor(logprobs), lp, atol=1e-4, rtol=0)
-
-
-def test_qwen_vl_wrappers_are_refused(tmp_path):
-    from tests.vision.test_hf_interop import save_checkpoint
-
-    from k15.models.hf_vlm import load_hf_vlm
-
-    save_checkpoint("qwen2_vl", tmp_path)
-    with pytest.raises(ConfigError, match="M-RoPE"):
-        VisionRolloutEngine(load_hf_vlm(tmp_path), 2, 64)

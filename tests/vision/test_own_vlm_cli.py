@@ -1,0 +1,93 @@
+"""experiments/vision_rl as a researcher runs it: a local Qwen2.5-VL or LLaVA checkpoint (tiny, random init,
+written by tools/make_tiny_vlm_checkpoint.py: its own tokenizer, chat template and image processor), an
+image prompt set with embedded images (Parquet, geometry-QA fields), k1.5 RL -> held-out eval from the
+command line on CPU; the trained model exports in its family's format and reloads with transformers."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+from experiments.run import main
+from k15.errors import CheckpointError
+from k15.models.hf_vlm import load_hf_vlm
+from k15.models.policy import model_kind
+from tests.conftest import PROMPT_SETS
+from tools.make_tiny_vlm_checkpoint import make_tiny_vlm_checkpoint
+
+GEOMETRY = PROMPT_SETS / "geometry_tiny.parquet"
+SHAPES = PROMPT_SETS / "shapes_tiny.jsonl"
+
+
+def tb_tags(tb_dir) -> dict[str, list[str]]:
+    events = EventAccumulator(str(tb_dir), size_guidance={"images": 0})
+    events.Reload()
+    return events.Tags()
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+def test_vision_rl_from_the_command_line(tmp_path, family, capsys):
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", family)
+    run = tmp_path / "run"
+    code = main([
+        "vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={GEOMETRY}", f"eval.prompt_path={GEOMETRY}",
+        "data.answer_from=boxed", "trainer=cpu", "run.threads=1", f"run.dir={run}", "model.max_seq_len=256",
+        "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=12",
+        "rl.minibatches=1", "rl.lr=1e-3", "eval.max_new_tokens=12", "eval.samples_per_problem=2", "eval.pass_k=[1,2]",
+        "eval.batch_size=8", "trainer.progress=false",
+    ])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    for name in ("init", "rl"):  # every sample of every held-out image prompt scored by the math verifier
+        result = summary["eval"][name]
+        assert sum(result["verdicts"].values()) == 4 * 2 and 0.0 <= result["pass@1"] <= result["pass@2"] <= 1.0
+    # TensorBoard shows the logged rollouts' images next to their text
+    tags = tb_tags(run / "tb" / "rl")
+    assert "rollouts/sample0_image0" in tags["images"] and "rl/loss" in tags["scalars"]
+    # the trained model is a checkpoint of its own family again: transformers reloads it, its processor and
+    # chat template travel with it, and our wrapper computes the same logits as transformers on an image prompt
+    export = run / "rl" / "model"
+    assert model_kind(export) == "hf_vlm" and (export / "preprocessor_config.json").is_file()
+    hf = AutoModelForImageTextToText.from_pretrained(export).eval()
+    assert hf.config.model_type == family
+    assert AutoTokenizer.from_pretrained(export).chat_template == AutoTokenizer.from_pretrained(ckpt).chat_template
+    ours = load_hf_vlm(export).eval()
+    image = Image.new("RGB", (40, 24), (200, 30, 30))
+    ids, pixels = ours.expand_prompt([3, 4, ours.image_token_id, 5], [image])
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        mine = ours(ids, images=pixels).logits
+        theirs = hf(**{k: v for k, v in ours.model_inputs(ids, pixels).items() if v is not None}).logits
+    assert torch.equal(mine, theirs)
+
+
+def test_jsonl_image_prompts_with_paths_and_another_field_mapping(tmp_path):
+    """Several images per prompt, paths relative to the file, the user's own field names."""
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl")
+    run = tmp_path / "run"
+    code = main([
+        "vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={SHAPES}", f"eval.prompt_path={SHAPES}",
+        "data.prompt_field=question", "data.id_field=qid", "data.difficulty_field=grade", "stages=[eval]",
+        "eval.models=[init]", "trainer=cpu", "run.threads=1", f"run.dir={run}", "model.max_seq_len=256",
+        "eval.max_new_tokens=8", "eval.samples_per_problem=1", "eval.pass_k=[1]", "trainer.progress=false",
+    ])
+    assert code == 0
+    result = json.loads((run / "summary.json").read_text())["eval"]["init"]
+    assert result["group_by"] == "difficulty" and sum(result["verdicts"].values()) == len(SHAPES.read_text().splitlines())
+
+
+def test_an_unsupported_vision_language_family_is_one_line(tmp_path, capsys):
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "llava")
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model_type"], config["architectures"] = "idefics3", ["Idefics3ForConditionalGeneration"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="model type 'idefics3'.*supported vision-language families: llava, "
+                                              "mistral3, qwen2_vl, qwen2_5_vl"):
+        model_kind(ckpt)
+    code = main(["vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={GEOMETRY}", f"eval.prompt_path={GEOMETRY}",
+                 "trainer=cpu", f"run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model type 'idefics3'" in err and not (tmp_path / "run").exists()
