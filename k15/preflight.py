@@ -89,6 +89,10 @@ def preflight(cfg: ExperimentConfig) -> None:
         prompts_of[key] = {r.prompt for r in records}
         RewardRegistry.from_config(cfg.rewards).check(records)  # a verifier for every prompt, usable tests for code
         representable(((f"prompt {r.id}", r.prompt) for r in records if not r.images), path)
+        if key == "rl.prompt_path" and {"shortest_rs", "dpo"} & stages:
+            from k15.long2short.stages import check_text_prompts
+
+            check_text_prompts(records, path)
         if key == "rl.prompt_path":  # room for a response; the sampler's needs (difficulty labels for a curriculum)
             check_prompt_lengths(records, tok, cfg.rl.max_new_tokens, m.max_seq_len, path, chat=chat)
             make_sampler(records, cfg.rl.sampling, cfg.rl.prompts_per_iteration, cfg.run.seed)

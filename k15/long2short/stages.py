@@ -39,9 +39,7 @@ def sample_candidates(cfg: ExperimentConfig, model_dir: Path
     data = PromptDataModule(cfg.world, cfg.rl.prompt_path, l2s.num_prompts, 1, cfg.run.seed + 17, FieldMap.from_config(cfg.data))
     data.setup()
     records = data.records[: l2s.num_prompts]
-    if any(r.images for r in records):  # their pairs and SFT examples would need the images in the loss
-        raise ConfigError(f"shortest_rs and dpo train on text prompts only, and {cfg.rl.prompt_path} has image prompts; "
-                          "for a vision-language model use merge or l2s_rl")
+    check_text_prompts(records, cfg.rl.prompt_path)
     prompts = [chat.prompt_ids(tok, r.prompt) for r in records]
     n = l2s.samples_per_prompt
     flat = [p for p in prompts for _ in range(n)]
@@ -52,6 +50,13 @@ def sample_candidates(cfg: ExperimentConfig, model_dir: Path
     candidates = [[Candidate(tuple(responses[i * n + j]), verdicts[f"{i}#{j}"].reward == 1.0) for j in range(n)]
                   for i in range(len(records))]
     return records, prompts, candidates, tok, chat
+
+
+def check_text_prompts(records: list[PromptRecord], source) -> None:
+    """shortest_rs and dpo: their SFT examples and preference pairs are text, so image prompts are refused."""
+    if any(r.images for r in records):
+        raise ConfigError(f"shortest_rs and dpo train on text prompts only, and {source} has image prompts; "
+                          "for a vision-language model use merge or l2s_rl")
 
 
 def run_merge(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path]) -> Path:

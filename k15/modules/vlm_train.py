@@ -150,7 +150,8 @@ class VLMTrainModule(L.LightningModule):
         if ocr_weight > 0:
             kind = getattr(getattr(getattr(model, "projector", None), "cfg", None), "kind", None)
             if kind != "embedding_softmax":
-                raise ConfigError("the OCR loss reads readout_logits, which only an embedding_softmax projector has")
+                raise ConfigError("the OCR loss (vision_tower.ocr_weight, vision_joint.ocr_weight) reads readout_logits, which only "
+                                  "k15's embedding_softmax projector has; for a transformers VLM set the ocr_weight to 0")
             if ocr_stream is None:
                 raise ConfigError("ocr_weight > 0 needs an ocr_stream of OCR batches (see ocr_batches)")
         self.model, self.optim, self.max_steps = model, optim, max_steps

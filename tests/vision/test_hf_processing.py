@@ -5,6 +5,7 @@ load like a researcher's download."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -15,6 +16,9 @@ from PIL import Image
 from transformers import (AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                           CLIPImageProcessorPil, PixtralImageProcessorPil)
 
+from k15.chat import chat_format
+from k15.data.prompts import EmbeddedImage, PromptRecord
+from k15.data.vision_prompts import image_prompt
 from k15.errors import CheckpointError
 from k15.models.hf_vlm import CheckpointImageProcessor, load_hf_vlm
 from k15.models.vision import ImageProcessor
@@ -40,6 +44,12 @@ def checkpoints(tmp_path_factory):
 def picture(height: int, width: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")  # lossless: decodes to the same pixels
+    return out.getvalue()
 
 
 def processor_image_tokens(family: str, processed) -> list[int]:
@@ -110,6 +120,11 @@ def test_both_routes_give_the_same_ids_and_pixels(checkpoints, family):
     for key in ("image_grid_thw", "mm_token_type_ids"):
         if key in expected:
             assert torch.equal(inputs[key].long(), expected[key].long()), key
+    # the pipeline's own route (a prompt record with <image> markers, the run's chat format) gives the same
+    embedded = tuple(EmbeddedImage(png_bytes(img), f"picture{j}.png") for j, img in enumerate(images))
+    record = PromptRecord("r", "<image>What is 2+3?<image>And here?", "5", None, "math", images=embedded)
+    prompt = image_prompt(record, tok, model, chat_format("model", None, tok))
+    assert prompt.ids == ids and all(torch.equal(a, b) for a, b in zip(prompt.images, pixels))
 
 
 @pytest.mark.parametrize("merge", [1, 2])

@@ -91,3 +91,33 @@ def test_an_unsupported_vision_language_family_is_one_line(tmp_path, capsys):
                  "trainer=cpu", f"run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert code == 2 and "model type 'idefics3'" in err and not (tmp_path / "run").exists()
+
+
+def test_every_stage_runs_on_a_transformers_vlm(tmp_path, capsys):
+    """SFT (text conversations), the joint vision stage, RL on image prompts, merge and long2short RL, eval:
+    each loads the Qwen2.5-VL checkpoint (or the previous stage's export of it) and exports one again."""
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl")
+    common = ["trainer=cpu", "run.threads=1", "trainer.progress=false", "model.max_seq_len=256"]
+    sft = tmp_path / "sft"
+    assert main(["vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={GEOMETRY}", f"eval.prompt_path={GEOMETRY}",
+                 "stages=[sft]", f"sft.data_path={PROMPT_SETS / 'sft_tiny.jsonl'}", "data.prompt_field=prompt",
+                 "data.response_field=response", "sft.max_steps=2", "sft.batch_size=4", f"run.dir={sft}", *common]) == 0
+    joint = tmp_path / "joint"
+    assert main(["quickstart_vision", f"model.init_from={sft / 'sft' / 'model'}", "stages=[vision_joint]",
+                 "vision_joint.max_steps=2", f"run.dir={joint}", *common]) == 0
+    run = tmp_path / "run"
+    assert main(["vision_rl", f"model.init_from={joint / 'vision_joint' / 'model'}", f"rl.prompt_path={GEOMETRY}",
+                 f"eval.prompt_path={GEOMETRY}", "data.answer_from=boxed", "stages=[rl,merge,l2s_rl,eval]",
+                 f"long2short.short_model={ckpt}", "eval.models=[init,rl,merge,l2s_rl]", "rl.iterations=1",
+                 "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=8",
+                 "long2short.rl_iterations=1", "long2short.rl_max_new_tokens=8", "eval.max_new_tokens=8",
+                 "eval.samples_per_problem=1", "eval.pass_k=[1]", f"run.dir={run}", *common]) == 0
+    for stage in ("rl", "merge", "l2s_rl"):
+        assert AutoModelForImageTextToText.from_pretrained(run / stage / "model").config.model_type == "qwen2_5_vl"
+    assert set(json.loads((run / "summary.json").read_text())["eval"]) == {"init", "rl", "merge", "l2s_rl"}
+    # shortest-of-n SFT and DPO train on text only: image prompts are refused in one line
+    code = main(["vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={GEOMETRY}", f"eval.prompt_path={GEOMETRY}",
+                 "data.answer_from=boxed", "stages=[dpo]", f"long2short.long_model={ckpt}", f"run.dir={tmp_path / 'dpo'}",
+                 *common])
+    assert code == 2 and "shortest_rs and dpo train on text prompts only" in capsys.readouterr().err
+    assert not (tmp_path / "dpo").exists()  # refused before the run directory exists

@@ -114,7 +114,7 @@ def test_cell_targets_are_right_aligned_with_blank_cells_as_spaces(tok):
 
 def test_bad_configurations_and_ocr_data_fail_clearly(tok, make_vlm):
     mlp = make_vlm()
-    with pytest.raises(ConfigError, match="only an embedding_softmax projector"):
+    with pytest.raises(ConfigError, match="only k15's embedding_softmax projector has; for a transformers VLM set the ocr_weight to 0"):
         VLMTrainModule(mlp, OPTIM, 4, ocr_weight=1.0, ocr_stream=iter([]))
     with pytest.raises(ConfigError, match=r"non-empty subset of tower, projector, decoder; got \['towr'\]"):
         VLMTrainModule(mlp, OPTIM, 4, trainable=("towr",))
