@@ -94,6 +94,9 @@ def build_model(args: argparse.Namespace, path: str):
     text = dict(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                 num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
                 max_position_embeddings=512, bos_token_id=1, eos_token_id=None, pad_token_id=0,
+                # at HF's default 0.02 attention is near uniform and greedy tokens ignore positions, so the
+                # identity check below could not tell M-RoPE from 1-D positions (tests/vision/test_mrope_rollout.py)
+                initializer_range=0.1,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section})
     vision = dict(depth=2, hidden_size=64, out_hidden_size=args.hidden, intermediate_size=128, num_heads=2,
                   patch_size=8, spatial_merge_size=2, temporal_patch_size=2, window_size=32, fullatt_block_indexes=[1])

@@ -22,6 +22,7 @@ token count (k15.data.vision_prompts).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,25 +44,34 @@ _SENTINEL = "K15ASSISTANTTURN"  # stands in for a response, to find where the te
 class ChatFormat:
     template: str | None = None  # Jinja source; None: raw prompts
     system_prompt: str | None = None
+    # A transformers VLM's processor tokenizes the rendered chat with the tokenizer's special tokens, so
+    # LLaVA's prompts start with <s> although its template does not write it (a text LM's
+    # apply_chat_template adds none): set for such models by `chat_format_of(..., model)`.
+    processor_bos: bool = False
 
-    def messages(self, prompt: str, response: str | None = None) -> list[dict]:
+    def messages(self, prompt: str, response: str | None = None, images: bool = False) -> list[dict]:
         turns = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        turns.append({"role": "user", "content": _content(prompt)})
+        turns.append({"role": "user", "content": _content(prompt) if images else prompt})
         if response is not None:
             turns.append({"role": "assistant", "content": response})
         return turns
 
-    def render(self, tok: PreTrainedTokenizerBase, prompt: str, response: str | None = None) -> str:
+    def render(self, tok: PreTrainedTokenizerBase, prompt: str, response: str | None = None, images: bool = False) -> str:
         """The template's text: the generation prompt (response None) or the whole exchange."""
         return tok.apply_chat_template(
-            self.messages(prompt, response), chat_template=self.template, add_generation_prompt=response is None,
-            tokenize=False,
+            self.messages(prompt, response, images), chat_template=self.template,
+            add_generation_prompt=response is None, tokenize=False,
         )
 
-    def prompt_ids(self, tok: PreTrainedTokenizerBase, prompt: str, image_text: str = IMAGE_TOKEN) -> list[int]:
+    def prompt_ids(self, tok: PreTrainedTokenizerBase, prompt: str, image_text: str | None = None) -> list[int]:
+        """`image_text` (a prompt with images; None: text, a literal `<image>` stays text): how the model
+        writes one image in raw text; with a template, `<image>` markers become image parts instead."""
         if self.template is None:
-            return prompt_ids(tok, prompt.replace(IMAGE_TOKEN, image_text))
-        return encode(tok, self.render(tok, prompt))  # the template writes <bos> itself where the model wants it
+            return prompt_ids(tok, prompt if image_text is None else prompt.replace(IMAGE_TOKEN, image_text))
+        ids = encode(tok, self.render(tok, prompt, images=image_text is not None))  # the template writes <bos> where it wants
+        if self.processor_bos and tok.bos_token_id is not None and ids[:1] != [tok.bos_token_id]:
+            ids = [tok.bos_token_id] + ids
+        return ids
 
     def end_of_turn(self, tok: PreTrainedTokenizerBase) -> tuple[list[int], int]:
         """The ids the template writes after an assistant response, and how many of them are trained:
@@ -183,6 +193,13 @@ def chat_format(mode: str, system_prompt: str | None, tok: PreTrainedTokenizerBa
     return fmt
 
 
-def chat_format_of(data_cfg, tok: PreTrainedTokenizerBase) -> ChatFormat:
-    """chat_format for a config's `data` section."""
-    return chat_format(data_cfg.chat_template, data_cfg.system_prompt, tok)
+def chat_format_of(data_cfg, tok: PreTrainedTokenizerBase, model=None) -> ChatFormat:
+    """chat_format for a config's `data` section; with `model` a transformers VLM whose tokenizer adds a
+    <bos>, prompts start with it as the model's processor writes them (`processor_bos`)."""
+    fmt = chat_format(data_cfg.chat_template, data_cfg.system_prompt, tok)
+    from k15.models.hf_vlm import HFVisionLanguageModel
+
+    if fmt.template is not None and isinstance(model, HFVisionLanguageModel) and tok.bos_token_id is not None \
+            and tok("x")["input_ids"][:1] == [tok.bos_token_id]:
+        fmt = dataclasses.replace(fmt, processor_bos=True)
+    return fmt

@@ -126,7 +126,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, stage: str, init_from: Path | N
     model.train()  # from_pretrained returns a model in eval mode
     console.print(f"{stage}: {num_parameters(model) / 1e6:.2f}M parameters, from {init_from or cfg.model.init_from or 'scratch'}")
     stage_dir = run_dir / stage
-    fmt = chat_format_of(cfg.data, tok) if chat else RAW
+    fmt = chat_format_of(cfg.data, tok, model) if chat else RAW
     module = module_cls(
         model, tok, stage_cfg.optim, stage_cfg.max_steps,
         sample_prompts=sample_prompts or sample_problems_for_logging(cfg.world),
@@ -172,14 +172,14 @@ def train_rl(
         prompt_path = out / "prompts.jsonl"
     data = PromptDataModule(cfg.world, prompt_path, r.num_prompts, r.iterations, cfg.run.seed, FieldMap.from_config(cfg.data))
     data.setup()
-    chat = RAW if isinstance(model, VisionLanguageModel) else chat_format_of(cfg.data, tok)
-    write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
+    chat = run_chat_format(cfg, tok, model)
     console.print(
         f"{stage}: {len(data.records)} prompts, {r.iterations} iterations x {r.prompts_per_iteration} prompts x "
         f"{r.samples_per_prompt} samples, loss {r.loss}, from {init_from or cfg.model.init_from or 'scratch'}"
     )
     check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, prompt_path or "synthetic prompt set",
                          model, chat)
+    write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
     module = RLModule(
         model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards,
         chat,
@@ -191,6 +191,11 @@ def train_rl(
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return export_policy(model, tok, stage_dir / "model")
+
+
+def run_chat_format(cfg: ExperimentConfig, tok, model) -> ChatFormat:
+    """How RL and evaluation prompt `model`: k15's own VLM raw (as it was trained), others in `data.chat_template`."""
+    return RAW if isinstance(model, VisionLanguageModel) else chat_format_of(cfg.data, tok, model)
 
 
 def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], summary: Summary) -> dict[str, EvalResult]:
@@ -207,7 +212,7 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
         if is_vlm(model) and records is None:  # the image tasks; "problem" (if evaluated) is the headline
             from k15.eval.vision import evaluate_vision
 
-            chat = RAW if isinstance(model, VisionLanguageModel) else chat_format_of(cfg.data, tok)
+            chat = run_chat_format(cfg, tok, model)
             by_task = evaluate_vision(model, tok, cfg.world, e, cfg.vlm.tasks, seed=cfg.run.seed, chat=chat)
             main = "problem" if "problem" in by_task else next(iter(by_task))
             result = by_task[main]
@@ -217,7 +222,7 @@ def run_eval(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], sum
                     other_tasks[f"{name} {task}"] = r
                     log_eval(writer, f"{name}/{task}", r)
         elif records is not None:
-            chat = chat_format_of(cfg.data, tok)
+            chat = run_chat_format(cfg, tok, model)
             result = evaluate_prompt_set(model, tok, records, e, cfg.run.seed, chat, cfg.rewards)
             summary.eval(name, {**result.to_dict(), "prompt_path": e.prompt_path})
         else:

@@ -50,7 +50,13 @@ def preflight(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.attn_implementation: {attn_problem}")
     if m.init_from:
         check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
-        model_kind(m.init_from)  # a vision-language family k15 does not run: one line, now
+        kind = model_kind(m.init_from)  # a vision-language family k15 does not run: one line, now
+        if kind == "hf_vlm" and cfg.trainer.strategy in ("fsdp", "fsdp2"):
+            raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} does not shard transformers vision-language models "
+                              "yet (their decoder and vision blocks are not wrapped); use trainer.strategy=auto or ddp")
+        if kind == "hf_vlm" and any(getattr(getattr(cfg, s, None), "rope_theta", 0) > 0 for s in cfg.stages):
+            raise ConfigError("a vision stage's rope_theta (the long-context stage) changes k15's own decoder only; "
+                              "for a transformers vision-language model set its rope_theta to 0")
         context = _model_context(Path(m.init_from))
         uses_max_seq_len = {"sft", "rl", "shortest_rs", "l2s_rl"} & set(cfg.stages)  # row length, rollout context
         if uses_max_seq_len and context is not None and m.max_seq_len > context:
@@ -61,7 +67,12 @@ def preflight(cfg: ExperimentConfig) -> None:
     if m.init_from and model_kind(m.init_from) == "k15_vlm":
         return  # the synthetic image tasks and k15's VLM checkpoints are checked by their stages
     tok = load_tokenizer(m.tokenizer or m.init_from)
-    chat = chat_format_of(cfg.data, tok)
+    facts = None  # a transformers VLM without its weights: images count as the tokens its processor makes
+    if m.init_from and model_kind(m.init_from) == "hf_vlm":
+        from k15.models.hf_vlm import hf_vlm_facts
+
+        facts = hf_vlm_facts(m.init_from)
+    chat = chat_format_of(cfg.data, tok, facts)
     context = (_model_context(Path(m.init_from)) if m.init_from else None) or m.max_seq_len
     fields = FieldMap.from_config(cfg.data)
 
@@ -94,11 +105,11 @@ def preflight(cfg: ExperimentConfig) -> None:
 
             check_text_prompts(records, path)
         if key == "rl.prompt_path":  # room for a response; the sampler's needs (difficulty labels for a curriculum)
-            check_prompt_lengths(records, tok, cfg.rl.max_new_tokens, m.max_seq_len, path, chat=chat)
+            check_prompt_lengths(records, tok, cfg.rl.max_new_tokens, m.max_seq_len, path, facts, chat)
             make_sampler(records, cfg.rl.sampling, cfg.rl.prompts_per_iteration, cfg.run.seed)
         else:
             n = cfg.eval.num_prompts or len(records)
-            check_prompt_lengths(records[:n], tok, cfg.eval.max_new_tokens, context, path, chat=chat,
+            check_prompt_lengths(records[:n], tok, cfg.eval.max_new_tokens, context, path, facts, chat,
                                  what="eval.max_new_tokens", context_key="the model's context")
     if "pretrain" in stages and cfg.pretrain.data_path and not Path(cfg.pretrain.data_path).is_file():
         raise DataError(f"pretrain.data_path: not found: {cfg.pretrain.data_path}")
@@ -114,7 +125,7 @@ def check_prompt_lengths(records, tok, max_new_tokens: int, max_seq_len: int, so
     """Every prompt must leave room for a full response in the model's context (images count as their tokens)."""
     marker = image_text(tok, model) if is_vlm(model) else IMAGE_TOKEN
     for record in records:
-        ids = chat.prompt_ids(tok, record.prompt, marker)
+        ids = chat.prompt_ids(tok, record.prompt, marker if record.images else None)
         n = len(ids)
         if is_vlm(model):  # (without the model, as in the preflight, images are counted by the stage)
             placeholders = ids.count(model.image_token_id)

@@ -179,11 +179,13 @@ def tokenize_document(
     image_token_id: int,
     max_len: int | None = None,
     train_on_prompt: bool = True,
+    image_marks: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
 ) -> tuple[list[int], list[int], list[torch.Tensor]] | None:
     """(ids, labels, pixels) of `<bos> segments response <eos>`, cut to `max_len` (never through an image).
 
     Returns None when not even the first image fits. `train_on_prompt=False` takes no loss on the
-    prompt segments (SFT); pretraining trains on every text token.
+    prompt segments (SFT); pretraining trains on every text token. `image_marks`: the ids a model writes
+    before and after each image's run (Qwen-VL's vision start / end), untrained like the run itself.
     """
     ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
     labels = list(ids)
@@ -198,9 +200,10 @@ def tokenize_document(
         else:
             pixels = image_processor(seg)
             n = tokens_per_image(pixels.shape[-2], pixels.shape[-1])
-            runs.append((len(ids), len(ids) + n))
-            ids += [image_token_id] * n
-            labels += [IGNORE] * n
+            before, after = image_marks
+            runs.append((len(ids), len(ids) + len(before) + n + len(after)))
+            ids += [*before, *[image_token_id] * n, *after]
+            labels += [IGNORE] * (len(before) + n + len(after))
             images.append(pixels)
     if tok.eos_token_id is not None:
         ids.append(tok.eos_token_id)
@@ -276,13 +279,13 @@ class MixtureStream(IterableDataset):
     """An endless stream of packed batches from the weighted sources (one reader slot's share)."""
 
     def __init__(self, tok, cfg: MixtureConfig, image_processor, tokens_per_image, image_token_id: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, skip_batches: int = 0):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, skip_batches: int = 0, image_marks=((), ())):
         cfg.validate()
         if tok.pad_token_id is None:
             raise ConfigError("the tokenizer has no pad token (packing pads rows with it)")
         self.tok, self.cfg = tok, cfg
         self.image_processor, self.tokens_per_image = image_processor, tokens_per_image
-        self.image_token_id, self.seed = image_token_id, seed
+        self.image_token_id, self.seed, self.image_marks = image_token_id, seed, image_marks
         self.rank, self.world_size, self.skip_batches = rank, world_size, skip_batches
         # only sources that are on are looked up, so a stage can leave out shards it does not have yet
         self.shards = [expand_shards(cfg.shards[n]) if cfg.weight(n) > 0 else [] for n in cfg.names]
@@ -333,7 +336,7 @@ class MixtureStream(IterableDataset):
             source = int(torch.argmax(deficit))  # ties: the first source
             doc = next(streams[source])
             encoded = tokenize_document(doc, self.tok, self.image_processor, self.tokens_per_image,
-                                        self.image_token_id, cfg.max_doc_len)
+                                        self.image_token_id, cfg.max_doc_len, image_marks=self.image_marks)
             if encoded is None:
                 self.dropped_long += 1
                 dropped_in_a_row += 1
@@ -443,6 +446,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.tok, self.cfg, self.seed = tok, cfg, seed
         self.image_processor, self.tokens_per_image = image_processor, tokens_per_image
         self.image_token_id = image_token_id
+        self.image_marks = ((), ())  # set by for_model from a transformers VLM (k15.models.hf_vlm.image_marks)
         self.rank, self.world_size = rank, world_size
         self.skip_batches = 0
 
@@ -450,8 +454,10 @@ class PretrainDataModule(L.LightningDataModule):
     def for_model(cls, model, tok: PreTrainedTokenizerBase, cfg: MixtureConfig, seed: int = 0,
                   rank: int | None = None, world_size: int | None = None) -> PretrainDataModule:
         """Image processing and placeholder counts from the model (k15 VLM or hf_vlm wrapper)."""
-        return cls(tok, cfg, model.image_processor(), model.tokens_per_image, model.image_token_id, seed, rank,
+        data = cls(tok, cfg, model.image_processor(), model.tokens_per_image, model.image_token_id, seed, rank,
                    world_size)
+        data.image_marks = getattr(model, "image_marks", ((), ()))  # the model's own image text around each run
+        return data
 
     def resume_from(self, batches: int) -> None:
         """Skip the first `batches` batches of the stream (deterministic fast-forward on resume)."""
@@ -460,7 +466,7 @@ class PretrainDataModule(L.LightningDataModule):
     def dataset(self) -> MixtureStream:
         rank, world = _resolve_rank(self.trainer, self.rank, self.world_size)
         return MixtureStream(self.tok, self.cfg, self.image_processor, self.tokens_per_image, self.image_token_id,
-                             self.seed, rank, world, self.skip_batches)
+                             self.seed, rank, world, self.skip_batches, self.image_marks)
 
     def train_dataloader(self) -> DataLoader:
         workers = self.cfg.num_workers

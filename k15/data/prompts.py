@@ -171,6 +171,12 @@ def _images(row: dict, where: str, fields: FieldMap) -> tuple[ImageRef, ...]:
     return tuple(_image(item, j, where, fields) for j, item in enumerate(items, 1))
 
 
+def _declares_images(row: dict, fields: FieldMap) -> bool:
+    """The row has the image field (maybe empty), or images under another name (a mapping slip): its
+    <image> markers are then placeholders that must match images, not text."""
+    return fields.image in row or any(str(k).lower() in ("image", "images") for k in row)
+
+
 def _with_markers(prompt: str, n_images: int, row: dict, where: str, fields: FieldMap) -> str:
     """The prompt with one <image> marker per image: as written, or all put before the text when it has none."""
     found = prompt.count(IMAGE_TOKEN)
@@ -205,7 +211,8 @@ def parse_row(row: object, where: str, fields: FieldMap = FieldMap()) -> PromptR
     if answer is None:
         return None
     images = _images(row, where, fields)
-    prompt = _with_markers(prompt, len(images), row, where, fields)
+    if images or _declares_images(row, fields):  # a text row keeps a literal <image> as written
+        prompt = _with_markers(prompt, len(images), row, where, fields)
     tests = row.get("tests") or []
     if not isinstance(tests, list):
         raise DataError(f"{where}: field 'tests' must be a list")
@@ -240,11 +247,14 @@ def _failure(exc: BaseException) -> str:
 
 
 def check_images(record: PromptRecord, where: str, fields: FieldMap = FieldMap()) -> None:
-    """Open every image of a record and verify it (no pixels decoded); the first bad one is a DataError."""
+    """Open and decode every image of a record (PIL's verify() reads no JPEG data, so a cut-short JPEG would
+    pass it and fail mid-run); the first bad one is a DataError naming the row."""
     for j, image in enumerate(record.images, 1):
         try:
             with open_image(image) as opened:
-                opened.verify()
+                opened.verify()  # PNG checksums (a cut-off end still loads)
+            with open_image(image) as opened:
+                opened.load()  # the pixel data (verify() reads none of a JPEG's)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for damaged data
             raise DataError(f"{where}: prompt {record.id}: cannot read image {j} of field '{fields.image}', "
                             f"{image}: {_failure(exc)}") from None

@@ -24,7 +24,6 @@ from PIL import Image, UnidentifiedImageError
 from k15.chat import RAW, ChatFormat, image_text
 from k15.data.prompts import ImageRef, PromptRecord, open_image, read_prompt_set, write_prompt_set
 from k15.errors import DataError
-from k15.models.hf_vlm import HFVisionLanguageModel
 from k15.models.vlm import IMAGE_TOKEN, expand_placeholders
 from k15.rollout.vision import ImagePrompt
 from k15.config import WorldConfig
@@ -86,11 +85,9 @@ def load_image(image: ImageRef, record_id: str) -> Image.Image:
 def image_prompt(record: PromptRecord, tok, vlm, chat: ChatFormat = RAW) -> ImagePrompt | list[int]:
     """The engine's prompt for a record: token ids (text-only), or ids with placeholders expanded + pixels.
     Each `<image>` is written as the model's own image text (k15.chat.image_text) before tokenizing."""
-    ids = chat.prompt_ids(tok, record.prompt, image_text(tok, vlm))
-    if isinstance(vlm, HFVisionLanguageModel) and chat.template is not None:
-        ids = _with_processor_bos(tok, ids)
     if not record.images:
-        return ids
+        return chat.prompt_ids(tok, record.prompt)
+    ids = chat.prompt_ids(tok, record.prompt, image_text(tok, vlm))
     processor = vlm.image_processor()
     pixels = [processor(load_image(image, record.id)) for image in record.images]
     counts = [vlm.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
@@ -99,16 +96,6 @@ def image_prompt(record: PromptRecord, tok, vlm, chat: ChatFormat = RAW) -> Imag
     except DataError as exc:
         raise DataError(f"prompt {record.id}: {exc}") from None
     return ImagePrompt(ids, [p.to(torch.float32) for p in pixels], expanded=True)
-
-
-def _with_processor_bos(tok, ids: list[int]) -> list[int]:
-    """A transformers VLM's processor tokenizes the rendered chat with the tokenizer's special tokens, so
-    LLaVA's prompts start with <s> although its template does not write it (a text LM's apply_chat_template
-    adds none): the same ids here."""
-    bos = tok.bos_token_id
-    if bos is None or ids[:1] == [bos] or tok("x")["input_ids"][:1] != [bos]:
-        return ids
-    return [bos] + ids
 
 
 def image_tokens(record: PromptRecord, vlm) -> int:

@@ -42,7 +42,6 @@ def evaluate_vision(vlm: VisionLanguageModel | HFVisionLanguageModel, tok, world
     was_training = vlm.training
     vlm.eval()
     context = vlm.config.max_position_embeddings
-    engine = VisionRolloutEngine(vlm, max_batch_size=cfg.batch_size, max_seq_len=context)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             stop_token_ids=tuple(stop_token_ids(tok) if chat is RAW else chat.stop_ids(tok, vlm)))
     marker = image_text(tok, vlm)
@@ -60,6 +59,8 @@ def evaluate_vision(vlm: VisionLanguageModel | HFVisionLanguageModel, tok, world
         if longest + cfg.max_new_tokens > context:
             raise DataError(f"eval of '{task}': a prompt of {longest} tokens (images included) + eval.max_new_tokens="
                             f"{cfg.max_new_tokens} exceeds the model context ({context})")
+        # the cache holds what these prompts need, not the model's whole context (128k positions for Qwen2.5-VL)
+        engine = VisionRolloutEngine(vlm, max_batch_size=cfg.batch_size, max_seq_len=longest + cfg.max_new_tokens)
         responses = engine.generate(prompts, params, generator=torch.Generator().manual_seed(seed)).tokens
         shown = [" ".join(["".join(s if isinstance(s, str) else "[image]" for s in d.segments), d.meta.get("prompt", "")])
                  for d in docs]

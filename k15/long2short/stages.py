@@ -35,7 +35,7 @@ def sample_candidates(cfg: ExperimentConfig, model_dir: Path
     """n responses per prompt from the long model, each marked correct or not by the prompt's verifier."""
     l2s: Long2ShortConfig = cfg.long2short
     model, tok = load_policy(cfg.model, model_dir)
-    chat = chat_format_of(cfg.data, tok)
+    chat = chat_format_of(cfg.data, tok, model)
     data = PromptDataModule(cfg.world, cfg.rl.prompt_path, l2s.num_prompts, 1, cfg.run.seed + 17, FieldMap.from_config(cfg.data))
     data.setup()
     records = data.records[: l2s.num_prompts]

@@ -110,7 +110,8 @@ def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Pat
 
 def generation_eos(model) -> list[int]:
     """The end-of-sequence ids of a model's generation_config, what HF generate stops at (a k15 VLM: its decoder's)."""
-    config = getattr(model, "generation_config", None) or getattr(getattr(model, "decoder", None), "generation_config", None)
+    config = (getattr(model, "generation_config", None) or getattr(getattr(model, "decoder", None), "generation_config", None)
+              or getattr(getattr(model, "model", None), "generation_config", None))  # a k15.models.hf_vlm wrapper
     eos = getattr(config, "eos_token_id", None)
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 

@@ -57,7 +57,8 @@ from k15.models.vlm import _stop_ids, check_placeholders, expand_placeholders
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 FAMILIES = ("llava", "mistral3", "qwen2_vl", "qwen2_5_vl")
-PROCESSOR_FILES = ("processor_config.json", "chat_template.json", "chat_template.jinja")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                   "chat_template.json", "chat_template.jinja")
 LLAVA_TOWERS = ("clip_vision_model", "siglip_vision_model", "pixtral")
 
 
@@ -245,14 +246,23 @@ class HFVisionLanguageModel(nn.Module):
         counts = [self.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
         return expand_placeholders(list(ids), self.image_token_id, counts), pixels
 
+    @property
+    def image_marks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The ids the family writes before and after each image's run of image tokens (Qwen-VL's vision
+        start / end; none for LLaVA), as its chat template and processor do."""
+        cfg = self.model.config
+        start, end = getattr(cfg, "vision_start_token_id", None), getattr(cfg, "vision_end_token_id", None)
+        return ((start,) if start is not None else ()), ((end,) if end is not None else ())
+
     def save_processor(self, path: str | Path) -> None:
-        """The checkpoint's image processor config into an export, so the export processes images as it did."""
-        if self.hf_image_processor is not None:
-            self.hf_image_processor.save_pretrained(str(path))
+        """The checkpoint's processor files into an export, as they came (a re-save would rewrite them: other
+        keys, another class name), so the export processes images as it did; else the processor's own save."""
         source = getattr(self, "source_dir", None)
-        for name in PROCESSOR_FILES if source is not None else ():  # what AutoProcessor reads besides the above
+        for name in PROCESSOR_FILES if source is not None else ():
             if (source / name).is_file() and not (Path(path) / name).exists():
                 shutil.copyfile(source / name, Path(path) / name)
+        if self.hf_image_processor is not None and not (Path(path) / "preprocessor_config.json").exists():
+            self.hf_image_processor.save_pretrained(str(path))
 
     # The three parts k15.models.vlm.freeze knows, for the tower-only stage on a real checkpoint.
 
@@ -416,6 +426,16 @@ def load_image_processor(path: str | Path, backend: str | None = None):
     except (OSError, ValueError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"cannot load the image processor in {path}: {reason}") from None
+
+
+def hf_vlm_facts(path: str | Path) -> HFVisionLanguageModel:
+    """The wrapper on a weightless (meta-device) model: image token counts, image text and processor of a
+    checkpoint, for checks that must not read its weights (k15.preflight)."""
+    path = Path(path)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    return HFVisionLanguageModel(model, *_pixel_stats(path), load_image_processor(path))
 
 
 def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32,

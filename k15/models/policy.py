@@ -47,7 +47,7 @@ def model_kind(path: str | Path, key: str = "model.init_from") -> str:
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind in FAMILIES:
         return "hf_vlm"
-    if isinstance(config, dict) and "vision_config" in config:
+    if isinstance(config, dict) and config.get("vision_config"):
         arch = ", ".join(config.get("architectures") or []) or "?"
         raise CheckpointError(f"{key}={path}: model type '{kind}' ({arch}) is a vision-language model k15 does not "
                               f"run; supported vision-language families: {', '.join(FAMILIES)}")
@@ -58,7 +58,7 @@ def load_policy(cfg: ModelConfig, source: str | Path | None, key: str | None = N
                 ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The model and tokenizer in `source` (a stage's export or model.init_from), or a new text model."""
     source = source or cfg.init_from
-    key = key or ("model.init_from" if source == cfg.init_from else "init_from")
+    key = key or ("model.init_from" if str(source) == str(cfg.init_from) else "init_from")
     kind = model_kind(source, key) if source is not None else "text"
     if kind == "k15_vlm":
         return load_vlm(source, cfg.attn_implementation)
@@ -75,6 +75,11 @@ def load_hf_policy(cfg: ModelConfig, source: str | Path, key: str) -> tuple[HFVi
     model = load_hf_vlm(source, cfg.attn_implementation)
     tok_dir, tok_key = (cfg.tokenizer, "model.tokenizer") if cfg.tokenizer is not None else (source, key)
     tok = load_tokenizer(tok_dir, tok_key)
+    if model.tower_type == "pixtral" and "[IMG_BREAK]" in tok.get_vocab():
+        # Pixtral's processor writes each image as rows of [IMG] ended by [IMG_BREAK] and a final [IMG_END];
+        # k15 writes one flat run (the layout of its own exports), so a real checkpoint would see foreign prompts
+        raise CheckpointError(f"{key}={source}: a Pixtral-tower checkpoint with [IMG_BREAK] row markers (Mistral3, "
+                              "Pixtral-LLaVA) is not supported yet; k15 runs its own exports in these layouts")
     if model.image_token_id >= len(tok):
         raise CheckpointError(f"{key}={source}: the image token id {model.image_token_id} is not in the tokenizer "
                               f"of {tok_dir} ({len(tok)} tokens)")

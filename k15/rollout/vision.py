@@ -147,6 +147,7 @@ class VisionRolloutEngine(RolloutEngine):
 
     def prepare(self, prompts: Sequence[ImagePrompt | list[int]]) -> list[_Row]:
         """Expanded ids with their image features attached; raises DataError on a placeholder mismatch."""
+        prompts = list(prompts)  # held for the whole call: the identity-keyed caches below rely on it
         processor = None
         processed: dict[int, torch.Tensor] = {}  # id of a Pillow image -> its pixels (k samples share one image)
         rows: list[_Row] = []
@@ -182,16 +183,20 @@ class VisionRolloutEngine(RolloutEngine):
         device = self.vlm.get_input_embeddings().weight.device
         original, pixels = pixels, [p.to(device) for p in pixels]
         if isinstance(self.vlm, HFVisionLanguageModel):
-            # One model run per distinct prompt: the k samples of a prompt (same ids, same image objects)
-            # share it. The prompts hold their images for the whole call, so their ids stay unique.
-            done: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+            # One tower run per distinct set of image objects: the k samples of a prompt and its continued
+            # partial rollouts (other ids, the same images) share it; the features at the placeholders do
+            # not depend on the text. Each row's M-RoPE positions come from the model's rope index (cheap).
+            # `prompts` holds every image for the whole call, so the identities stay unique.
+            encoded: dict[tuple, torch.Tensor] = {}
             for i, row in enumerate(rows):
                 mine = [p for p, o in zip(pixels, owners) if o == i]
-                if mine:
-                    key = (tuple(row), image_keys[i])
-                    if key not in done:
-                        done[key] = self._hf_features(row, mine)
-                    row.features, row.positions = done[key]
+                if not mine:
+                    continue
+                if image_keys[i] in encoded:
+                    row.features, row.positions = encoded[image_keys[i]], self._rope_index(row, mine)
+                else:
+                    row.features, row.positions = self._hf_features(row, mine)
+                    encoded[image_keys[i]] = row.features
             return rows
         slot: dict[int, int] = {}  # the k samples of a prompt share its pixel tensors: encode each once
         distinct = []
@@ -244,6 +249,16 @@ class VisionRolloutEngine(RolloutEngine):
             raise RuntimeError(f"{type(hf.model).__name__} gave its language model position_ids of shape {got}, "
                                f"expected (3, 1, {len(ids)})")
         return features, positions[:, 0].to(self.device)
+
+    def _rope_index(self, ids: list[int], pixels: list[torch.Tensor]) -> torch.Tensor | None:
+        """The model's own 3D positions [3, len(ids)] of a prompt whose image features are already known."""
+        if self._mrope_axes is None:
+            return None
+        input_ids = torch.tensor([ids], dtype=torch.long, device=pixels[0].device)
+        inputs = self.vlm.model_inputs(input_ids, pixels)
+        positions, _ = self.vlm.model.model.get_rope_index(
+            input_ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"])
+        return positions[:, 0].to(self.device)
 
     # ------------------------------------------------------------------ generation
 

@@ -263,6 +263,22 @@ def test_undecodable_and_truncated_bytes_name_the_row(tmp_path):
                    r"'image', embedded image \(\d+ bytes\): broken PNG file")
 
 
+def test_a_cut_short_jpeg_is_found_when_the_set_is_read(tmp_path):
+    """PIL's verify() reads no JPEG data: the set is decoded when read, so this fails now, not mid-run."""
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    path = write_rows(tmp_path / "p.jsonl", [{"prompt": "q", "answer": "1", "images": ["whole.jpg"]},
+                                             {"prompt": "q2", "answer": "1", "images": ["cut.jpg"]}])
+    one_line_error(path, FieldMap(), r"p.jsonl:2: prompt \w+: cannot read image 1 of field 'images', .*cut.jpg: Truncated File Read$")
+
+
+def test_a_text_row_keeps_a_literal_image_marker(tmp_path):
+    path = write_rows(tmp_path / "p.jsonl", [{"prompt": "what does the svg <image> element do?", "answer": "draws"}])
+    (record,) = read_prompt_set(path)
+    assert record.prompt == "what does the svg <image> element do?" and record.images == ()
+
+
 @pytest.mark.parametrize("value, message", [
     (7, r"p.jsonl:1: field 'images' \(data.image_field\) must hold image paths, .* got int \(image 1\)"),
     (["a.png", 3.5], r"p.jsonl:1: field 'images' .* got float \(image 2\)"),

@@ -16,7 +16,8 @@ from PIL import Image
 from transformers import (AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                           CLIPImageProcessorPil, PixtralImageProcessorPil)
 
-from k15.chat import chat_format
+from k15.chat import chat_format_of
+from k15.config import DataConfig
 from k15.data.prompts import EmbeddedImage, PromptRecord
 from k15.data.vision_prompts import image_prompt
 from k15.errors import CheckpointError
@@ -123,7 +124,7 @@ def test_both_routes_give_the_same_ids_and_pixels(checkpoints, family):
     # the pipeline's own route (a prompt record with <image> markers, the run's chat format) gives the same
     embedded = tuple(EmbeddedImage(png_bytes(img), f"picture{j}.png") for j, img in enumerate(images))
     record = PromptRecord("r", "<image>What is 2+3?<image>And here?", "5", None, "math", images=embedded)
-    prompt = image_prompt(record, tok, model, chat_format("model", None, tok))
+    prompt = image_prompt(record, tok, model, chat_format_of(DataConfig(chat_template="model"), tok, model))
     assert prompt.ids == ids and all(torch.equal(a, b) for a, b in zip(prompt.images, pixels))
 
 

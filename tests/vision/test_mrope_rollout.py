@@ -175,7 +175,8 @@ def test_budgeted_segments_equal_one_go(qwen):
 
 
 def test_each_distinct_image_is_encoded_once(qwen):
-    """k samples of a prompt (the same ImagePrompt object k times) run the tower once, as our own VLM does."""
+    """k samples of a prompt (the same ImagePrompt object k times), and prompts showing the same image objects
+    with other text (a continued partial rollout is one), run the tower once per distinct set of images."""
     pil = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 48, 3), dtype=np.uint8))
     shared = image(16, 32, 1)
     prompts = [
@@ -183,7 +184,7 @@ def test_each_distinct_image_is_encoded_once(qwen):
         expanded(qwen, [1, START, IMG, END, START, IMG, END, 22], [image(32, 32, 2), image(48, 16, 3)]),
         ImagePrompt([1, START, IMG, END, 23], [pil]),  # Pillow, placeholders expanded by the engine
         ImagePrompt([1, 24, 25], []),
-        expanded(qwen, [1, 26, 27, START, IMG, END], [shared]),  # the same image, other text: its own run
+        expanded(qwen, [1, 26, 27, START, IMG, END], [shared]),  # the same image, other text: no second run
     ]
     k = 4
     batch = [p for p in prompts for _ in range(k)]
@@ -196,7 +197,7 @@ def test_each_distinct_image_is_encoded_once(qwen):
         out = engine.generate(batch, greedy)
     finally:
         hook.remove()
-    assert len(encoded) == 4 and sum(encoded) == 5  # 4 distinct prompts with images, 5 images between them
+    assert len(encoded) == 3 and sum(encoded) == 4  # 3 distinct image sets, 4 images between them
     alone = engine.generate(prompts, greedy)
     for i in range(len(prompts)):  # and the k copies still get their own prompt's rollout
         assert out.tokens[i * k : (i + 1) * k] == [alone.tokens[i]] * k

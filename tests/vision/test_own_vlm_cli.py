@@ -121,3 +121,59 @@ def test_every_stage_runs_on_a_transformers_vlm(tmp_path, capsys):
                  *common])
     assert code == 2 and "shortest_rs and dpo train on text prompts only" in capsys.readouterr().err
     assert not (tmp_path / "dpo").exists()  # refused before the run directory exists
+
+
+def test_the_export_holds_the_trained_weights(tmp_path):
+    """What export_policy writes is the model in memory (changed from the checkpoint), reloaded by transformers."""
+    from k15.models.policy import export_policy, load_policy
+    from k15.config import ModelConfig
+
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl")
+    model, tok = load_policy(ModelConfig(), ckpt)
+    with torch.no_grad():  # stands in for training
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    export_policy(model, tok, tmp_path / "export")
+    hf = AutoModelForImageTextToText.from_pretrained(tmp_path / "export").eval()
+    model.eval()
+    ids, pixels = model.expand_prompt([3, 4, model.image_token_id, 5], [Image.new("RGB", (40, 24), (9, 90, 200))])
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        mine = model(ids, images=pixels).logits
+        theirs = hf(**{k: v for k, v in model.model_inputs(ids, pixels).items() if v is not None}).logits
+        start = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
+        before = start(**{k: v for k, v in model.model_inputs(ids, pixels).items() if v is not None}).logits
+    assert torch.equal(mine, theirs) and not torch.equal(mine, before)
+    # the checkpoint's processor files travel as they came
+    for name in ("preprocessor_config.json", "chat_template.jinja"):
+        assert (tmp_path / "export" / name).read_text() == (ckpt / name).read_text()
+
+
+def test_image_prompts_too_long_or_sharded_runs_are_refused_before_the_run_directory(tmp_path, capsys):
+    ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl")
+    args = ["vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={GEOMETRY}", f"eval.prompt_path={GEOMETRY}",
+            "trainer=cpu", f"run.dir={tmp_path / 'run'}", "rl.max_new_tokens=12", "eval.max_new_tokens=12"]
+    # the images count as the tokens the checkpoint's processor makes of them, read without the weights
+    assert main([*args, "model.max_seq_len=100"]) == 2
+    err = capsys.readouterr().err
+    assert "geometry_tiny.parquet: prompt" in err and "it exceeds model.max_seq_len=100" in err
+    assert main([*args, "model.max_seq_len=256", "trainer.strategy=fsdp2", "trainer.devices=2"]) == 2
+    assert "does not shard transformers vision-language models yet" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_qwen_documents_in_the_vision_stages_wrap_images_as_its_template_does(tmp_path):
+    from k15.data.mixture import tokenize_document
+    from k15.data.shards import Document
+
+    model = load_hf_vlm(make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl"))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    image = Image.new("RGB", (32, 32), (200, 0, 0))
+    doc = Document(key="d", kind="caption", segments=["a red square: ", image, " done"])
+    ids, labels, pixels = tokenize_document(doc, tok, model.image_processor(), model.tokens_per_image,
+                                            model.image_token_id, image_marks=model.image_marks)
+    n = model.tokens_per_image(*pixels[0].shape[-2:])
+    text = tok.convert_ids_to_tokens(ids)
+    first = text.index("<|vision_start|>")
+    assert text[first: first + n + 2] == ["<|vision_start|>", *["<|image_pad|>"] * n, "<|vision_end|>"]
+    assert all(labels[i] == -100 for i in range(first, first + n + 2))
