@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cpu-seconds", type=int, default=2)
     p.add_argument("--wall-seconds", type=float, default=4.0)
-    p.add_argument("--isolation", default="auto", choices=["auto", "namespaces", "rlimits"])
+    p.add_argument("--isolation", default="auto", choices=["auto", "namespaces", "userns", "rlimits"])
     p.add_argument("--only", default=None, help="comma-separated problem names (default: all)")
     args = p.parse_args(argv)
     console = Console(width=120)

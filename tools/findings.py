@@ -97,7 +97,7 @@ FINGERPRINT_SECTIONS = ("model", "world", "trainer", "pretrain", "sft", "rl", "r
 # the hash while they keep them, so finished runs keep their fingerprints (a test pins one).
 ADDED_LATER = {
     "eval": {"prompt_path": None, "num_prompts": 0, "pass_k": [1]},
-    "rewards": {"math": {"answer_format": "auto"}},
+    "rewards": {"math": {"answer_format": "auto"}, "sandbox": {"allow_weak": False, "python": ""}},
     "trainer": {"record_data_order": False},
 }
 

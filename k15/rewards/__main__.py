@@ -4,10 +4,11 @@
         {"correct": true|false, "reason": "...", "answer": "..."|null, "format": "..."}
         answer: the text compared (or refused); format: the one that gave it (auto: the one that matched,
         "auto" when none did or several disagreed). Formats and reason codes: k15/rewards/answers.py
-    python -m k15.rewards run-code --program FILE --tests FILE
+    python -m k15.rewards run-code --program FILE --tests FILE [--isolation auto] [--allow-weak] [--python PATH]
         {"passed": N, "total": M, "status": "...", "seconds": S}
         tests: a JSON list of {"input": stdin text, "output": expected stdout}. Exit status 0
-        whenever the sandbox itself worked, whatever the program did.
+        whenever the sandbox itself worked, whatever the program did. Isolation: namespaces as root,
+        userns otherwise; where neither works it refuses (exit 2) unless --allow-weak (k15/rewards/sandbox.py).
 
 Unreadable input or a failing sandbox: one line on stderr and exit status 2.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from k15.errors import DataError, K15Error
 from k15.rewards.answers import FORMATS
+from k15.rewards.sandbox import ISOLATIONS
 
 
 def read_text(path: str, what: str) -> str:
@@ -52,7 +54,7 @@ def run_code_command(args: argparse.Namespace) -> dict:
         raise DataError(f"{args.tests}: not valid JSON ({exc.msg})") from None
     tests = check_tests(tests, args.tests)
     limits = SandboxLimits(cpu_seconds=args.cpu_seconds, wall_seconds=args.wall_seconds, memory_mb=args.memory_mb,
-                           isolation=args.isolation)
+                           isolation=args.isolation, allow_weak=args.allow_weak, python=args.python)
     with Sandbox(limits) as sandbox:
         result = run_tests(sandbox, program, tests)
     return {"passed": result.passed, "total": result.total, "status": result.status, "seconds": result.seconds}
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     code_cmd.add_argument("--cpu-seconds", type=int, default=2)
     code_cmd.add_argument("--wall-seconds", type=float, default=4.0)
     code_cmd.add_argument("--memory-mb", type=int, default=512)
-    code_cmd.add_argument("--isolation", default="auto", choices=["auto", "namespaces", "rlimits"])
+    code_cmd.add_argument("--isolation", default="auto", choices=ISOLATIONS)
+    code_cmd.add_argument("--allow-weak", action="store_true",
+                          help="without any isolation, run the program under rlimits only instead of refusing")
+    code_cmd.add_argument("--python", default="", help="the program's interpreter (default: ours, if we may run it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:

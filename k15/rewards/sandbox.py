@@ -18,11 +18,20 @@ What is enforced depends on the privileges we have (`SandboxLimits.isolation`):
   program can signal nothing of ours.
   The network and mount namespaces are made once per slot and reused, like the pre-created
   cgroups of the paper's sandbox (k15-paper.md §11): nothing of an execution outlives it there.
-- "rlimits" ("auto" when not root): the limits above, plus Python audit hooks that refuse sockets,
-  new processes, signals and ctypes. The program runs as the trainer's user; a determined program
-  can get around the hooks (and a setsid'd child outlives the process-group kill), and the
-  trainer's files stay readable: use it only for trusted programs, e.g. the reference solutions of
-  the test-case pipeline. As root, "auto" refuses rather than fall back to it.
+- "userns" (not root; "auto" picks it when unprivileged user namespaces work): the same jail,
+  network and pid namespaces, made inside a user namespace per slot that maps only our own uid.
+  The program runs as that uid without any capability (no other uid can be mapped without root);
+  RLIMIT_NPROC counts per user namespace, so per slot, as in "namespaces".
+- "rlimits" (only when asked for, or with `allow_weak`): the limits above, plus Python audit hooks
+  that refuse sockets, new processes, signals and ctypes. The program runs as the trainer's user;
+  a determined program can get around the hooks (and a setsid'd child outlives the process-group
+  kill), and the trainer's files stay readable: use it only for trusted programs, e.g. the
+  reference solutions of the test-case pipeline.
+"auto" tries "namespaces" (as root), then "userns"; when neither works it refuses to start, with
+one line that says why (REFUSAL), unless `allow_weak` lets it fall back to "rlimits". A mode found
+unavailable is not tried again in this process (_UNAVAILABLE), so a refusal costs nothing.
+The programs run with `python` (default: the trainer's interpreter, or the system python3 when the
+user we run as cannot execute that one); its prefix is bound into the jail.
 Not enforced: a memory limit for all processes of an execution together (RLIMIT_AS is per process:
 up to max_processes x memory_mb; the tmpfs adds disk_mb), and with "rlimits", any disk quota beyond
 RLIMIT_FSIZE per file.
@@ -53,14 +62,22 @@ from k15.errors import ConfigError, K15Error
 log = logging.getLogger(__name__)
 
 CHILD = str(Path(__file__).with_name("sandbox_child.py"))
-ISOLATIONS = ("auto", "namespaces", "rlimits")
+ISOLATIONS = ("auto", "namespaces", "userns", "rlimits")
+JAILED = ("namespaces", "userns")
 PROGRAM_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 STDERR_TAIL = 2000
 UID_BLOCK, UID_BLOCKS = 256, 1 << 20  # each Sandbox draws its own block of uids, one per slot
+REFUSAL = ("sandbox: refusing to run untrusted code without isolation ({why}); set rewards.sandbox.allow_weak=true "
+           "(run-code: --allow-weak) to run it under rlimits and audit hooks only, which is weak")
+_UNAVAILABLE: dict[tuple, str] = {}  # (isolation, euid, python) -> why the kernel refused it in this process
 
 
 class SandboxError(K15Error):
     """The sandbox itself failed (not the program): no verdict can be given."""
+
+
+class IsolationUnavailable(SandboxError):
+    """The server could not make its namespaces: the kernel or our privileges refuse them."""
 
 
 @dataclass
@@ -75,7 +92,9 @@ class SandboxLimits:
     max_files: int = 256  # files and directories in it
     fresh_interpreter: bool = False  # exec `python -S` per run, instead of forking a clean pre-started one
     workers: int = 0  # parallel executions; 0 = one per CPU
-    isolation: str = "auto"  # auto | namespaces | rlimits
+    isolation: str = "auto"  # auto | namespaces (root) | userns (user namespaces) | rlimits (weak)
+    allow_weak: bool = False  # when no isolation works, run programs under rlimits only instead of refusing
+    python: str = ""  # the programs' interpreter; "": ours, or the system python3 if we may not execute ours
     uid_base: int = 1_000_000_000  # as root, slots run under uids from a random block above this (no user entries)
 
     def __post_init__(self) -> None:
@@ -85,6 +104,8 @@ class SandboxLimits:
             raise ConfigError("sandbox limits must be positive (cpu_seconds >= 1, memory_mb >= 32)")
         if not 0 <= self.workers <= UID_BLOCK:
             raise ConfigError(f"sandbox workers must be in 0..{UID_BLOCK} (0: one per CPU), got {self.workers}")
+        if self.python and not os.path.isabs(self.python):
+            raise ConfigError(f"sandbox python must be an absolute path, got {self.python!r}")
 
 
 @dataclass
@@ -98,17 +119,24 @@ class ExecResult:
     cpu_seconds: float
 
 
-def runtime_binds(python: str) -> list[str]:
-    """What the program's root needs: the interpreter's prefix and the system libraries."""
-    prefix = os.path.realpath(sys.base_prefix)
-    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", prefix,
-             os.path.dirname(os.path.realpath(python))]
-    out: list[str] = []
-    for p in paths:  # skip missing paths and those already under a bound directory
-        covered = any(p == q or p.startswith(q.rstrip("/") + "/") for q in out if not os.path.islink(q))
-        if os.path.lexists(p) and not covered:
-            out.append(p)
-    return out
+def sandbox_python(setting: str) -> str:
+    """The interpreter of the servers and programs. Ours by default (run with -S: no venv packages);
+    when the user we run as cannot execute it (e.g. a process that dropped root's privileges, with
+    the interpreter under /root), the system python3: a program's verdict may then depend on that
+    Python's version, so it is logged."""
+    if setting:
+        if not os.access(setting, os.X_OK):
+            raise SandboxError(f"sandbox python {setting} is not an interpreter this user can execute")
+        return setting
+    ours = getattr(sys, "_base_executable", None) or sys.executable
+    if os.access(ours, os.X_OK):
+        return ours
+    system = shutil.which("python3", path=PROGRAM_ENV["PATH"])
+    if system is None:
+        raise SandboxError(f"this user cannot execute {ours} and there is no python3 on {PROGRAM_ENV['PATH']}; "
+                           "set rewards.sandbox.python")
+    log.warning("sandbox: this user cannot execute %s; programs run with %s", ours, system)
+    return system
 
 
 def classify(report: dict, limits: SandboxLimits, stderr: str, stdout_bytes: int) -> str:
@@ -126,18 +154,18 @@ def classify(report: dict, limits: SandboxLimits, stderr: str, stdout_bytes: int
 
 
 class _Server:
-    """One sandbox_child.py server (a root helper, in namespaces mode) per pool slot, started on first use."""
+    """One sandbox_child.py server per pool slot (with namespaces: the builder of its jail), started on first use."""
 
-    def __init__(self, python: str, binds: list[str]):
-        self.python, self.binds = python, binds
+    def __init__(self, python: str):
+        self.python = python
         self.proc: subprocess.Popen | None = None
         self.root: str | None = None  # the jail's mountpoint: an empty directory, seen from the host
 
     def start(self, isolation: str) -> None:
         """The server dies with the thread that starts it (PR_SET_PDEATHSIG follows the parent
         thread); a dead server is started again on the next request."""
-        self.root = tempfile.mkdtemp(prefix="k15-sandbox-root-") if isolation == "namespaces" else None
-        setup = marshal.dumps({"isolation": isolation, "root": self.root, "binds": self.binds}).hex()
+        self.root = tempfile.mkdtemp(prefix="k15-sandbox-root-") if isolation in JAILED else None
+        setup = marshal.dumps({"isolation": isolation, "root": self.root}).hex()
         # Not -I: that would ignore PYTHONHASHSEED, which the programs (forks of this) inherit.
         self.proc = subprocess.Popen(
             [self.python, "-S", "-s", "-B", CHILD, setup], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -146,7 +174,9 @@ class _Server:
         hello = self._reply(30.0)
         if not hello.get("ready"):
             self.stop()
-            raise SandboxError(f"sandbox setup failed: {hello.get('error', 'no answer')}")
+            if "error" in hello:  # the server ran and the kernel said no
+                raise IsolationUnavailable(f"sandbox setup failed: {hello['error']}")
+            raise SandboxError("sandbox setup failed: no answer")
 
     def request(self, cfg: dict, isolation: str, timeout: float) -> dict:
         if self.proc is None or self.proc.poll() is not None:
@@ -208,13 +238,12 @@ class Sandbox:
     def __init__(self, limits: SandboxLimits | None = None):
         self.limits = limits or SandboxLimits()
         self.workers = self.limits.workers or os.cpu_count() or 1
-        self.python = getattr(sys, "_base_executable", None) or sys.executable
-        self.binds = runtime_binds(self.python)
+        self.python = sandbox_python(self.limits.python)
         self.is_root = os.geteuid() == 0
         # A block of uids of our own: sandboxes in other processes (or this one) share no NPROC count.
         first = self.limits.uid_base + UID_BLOCK * random.SystemRandom().randrange(UID_BLOCKS)
         self.uids = [first + i for i in range(self.workers)]
-        self._servers = [_Server(self.python, self.binds) for _ in range(self.workers)]
+        self._servers = [_Server(self.python) for _ in range(self.workers)]
         self._slots: queue.Queue = queue.Queue()
         for i in range(self.workers):
             self._slots.put(i)
@@ -228,25 +257,47 @@ class Sandbox:
 
     def _choose_isolation(self) -> str:
         wanted = self.limits.isolation
-        if wanted == "namespaces" or (wanted == "auto" and self.is_root):
-            if not self.is_root:
-                raise SandboxError("sandbox isolation 'namespaces' needs root; use isolation=rlimits (weaker)")
-            self.isolation = "namespaces"
-            try:
-                self._probe()
-            except SandboxError as exc:  # root without the capabilities (e.g. an unprivileged container)
-                raise SandboxError(f"{exc}; untrusted code will not run as root without namespaces "
-                                   "(isolation=rlimits forces it)") from None
-            return "namespaces"
-        if self.is_root:
-            log.warning("sandbox: isolation=rlimits as root: programs run as root, contained only by rlimits and "
-                        "audit hooks; use it for trusted programs only")
-        elif wanted == "auto":
-            log.warning("sandbox: not root, so no namespaces: using rlimits and audit hooks only (weaker; see "
-                        "k15/rewards/sandbox.py)")
-        self.isolation = "rlimits"
+        if wanted == "rlimits":
+            if self.is_root:
+                log.warning("sandbox: isolation=rlimits as root: programs run as root, contained only by rlimits and "
+                            "audit hooks; use it for trusted programs only")
+            return self._start("rlimits")
+        modes = [wanted] if wanted != "auto" else ["namespaces", "userns"] if self.is_root else ["userns"]
+        failures = []
+        for mode in modes:
+            why = self._try(mode)
+            if why is None:
+                return mode
+            failures.append(why)
+        if not self.limits.allow_weak:
+            raise SandboxError(REFUSAL.format(why="; ".join(failures)))
+        log.warning("sandbox: no isolation (%s); allow_weak: programs run under rlimits and audit hooks only",
+                    "; ".join(failures))
+        return self._start("rlimits")
+
+    def _try(self, mode: str) -> str | None:
+        """None when `mode` works here, else why not."""
+        if mode == "namespaces" and not self.is_root:
+            return "namespaces: needs root"
+        key = (mode, os.geteuid(), self.python)
+        if key in _UNAVAILABLE:
+            return _UNAVAILABLE[key]
+        try:
+            self._start(mode)
+            return None
+        except IsolationUnavailable as exc:
+            _UNAVAILABLE[key] = f"{mode}: {exc}"
+            why = _UNAVAILABLE[key]
+        except SandboxError as exc:
+            why = f"{mode}: {exc}"
+        _stop_servers(self._servers)
+        return why
+
+    def _start(self, mode: str) -> str:
+        """Use `mode` from now on, after one program ran correctly under it."""
+        self.isolation = mode
         self._probe()
-        return "rlimits"
+        return mode
 
     def _probe(self) -> None:
         result = self.run("print(6 * 7)", "")
@@ -284,8 +335,8 @@ class Sandbox:
         uid = self.uids[slot] if self.isolation == "namespaces" else None
         workdir = Path(tempfile.mkdtemp(prefix="k15-sandbox-"))  # mode 0700: private to us
         try:
-            work = workdir / "work"  # rlimits only: with namespaces, /work is a tmpfs made by the launcher
-            if self.isolation != "namespaces":
+            work = workdir / "work"  # rlimits only: in a jail, /work is a tmpfs made by the launcher
+            if self.isolation not in JAILED:
                 work.mkdir()
                 (work / "main.py").write_text(program, encoding="utf-8")
             (workdir / "stdin").write_text(stdin, encoding="utf-8")

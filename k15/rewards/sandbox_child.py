@@ -14,11 +14,24 @@ nothing of an execution outlives it in them, so a slot reuses them.) Then, per e
                enforces the wall time.
     init       pid 1 of the new pid namespace: when it exits, the kernel kills every process left in
                the namespace (a fork bomb, a setsid'd daemon). It dies with the launcher (PDEATHSIG).
-    program    pid 2: rlimits, chroot into the jail, the slot's own unprivileged uid, no new
-               privileges; then main.py runs in this very process, a fork of the server's clean
-               interpreter (run_program), or with `fresh_interpreter` in an exec'd `python -S`.
+    program    pid 2: rlimits, chroot into the jail, the slot's own unprivileged uid (userns: no
+               capabilities instead), no new privileges; then main.py runs in this very process, a
+               fork of the server's clean interpreter (run_program), or with `fresh_interpreter` in
+               an exec'd `python -S`.
+Isolation "userns" (any user, where unprivileged user namespaces are allowed): the same, except
+that the server first enters a user namespace of its own that maps only the caller's uid and gid
+(to 0 inside); there it may make the other namespaces and mounts. No other uid exists in it, so the
+program keeps uid 0 of that namespace but loses every capability (bounding set included, so an
+exec cannot give them back): it is then an ordinary user of a namespace whose mounts, network and
+pids it cannot change, and the kernel refuses a new user namespace to a chrooted process. Its
+processes count against RLIMIT_NPROC per user namespace (Linux >= 5.14), i.e. per slot: the
+server, launcher and init are the only other processes there. Its init has the program's uid, so
+init handles no signal (the kernel then drops those the program sends it).
 Isolation "rlimits" (any user): rlimits, the private directory, our environment and Python audit
 hooks that refuse sockets, new processes and signals; weaker, see k15/rewards/sandbox.py.
+
+The jail holds what the server's own interpreter needs (runtime_binds): it may differ from the
+trainer's (rewards.sandbox.python).
 
 Messages are a 4-byte length + marshal data (marshal is built in: nothing to import). The outcome of
 an execution goes to a report pipe, never through the program's stdout/stderr.
@@ -35,15 +48,23 @@ import marshal  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import select  # noqa: E402
+import signal  # noqa: E402
 import types  # noqa: E402
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+MS_NOATIME, MS_NODIRATIME, MS_PRIVATE, MS_RELATIME = 1024, 2048, 1 << 18, 1 << 21
 MNT_DETACH = 2
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x4000000, 0x8000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+CAPABILITY_VERSION_3, LAST_CAP = 0x20080522, 63  # capabilities above the kernel's last one are skipped
 SIGKILL = 9
 DEVICES = ("null", "zero", "random", "urandom")
+JAILED = ("namespaces", "userns")
+OWN_PROCESSES = 3  # userns: server, launcher and init share the program's RLIMIT_NPROC count
+# A bind mount made in a user namespace must keep these flags of the mount it copies (the kernel locks them).
+LOCKED_FLAGS = {os.ST_RDONLY: MS_RDONLY, os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
+                os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
 
 # fresh_interpreter: runs main.py as __main__; `exit()` / `quit()` exist even without `site` (-S).
 BOOTSTRAP = """\
@@ -66,6 +87,14 @@ BLOCKED_EVENTS = (
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+class CapHeader(ctypes.Structure):  # capset(2)'s arguments
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
 def check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
@@ -79,8 +108,41 @@ def mount(source, target, fstype, flags, data=None) -> None:
 
 def bind(source: str, target: str, writable: bool = False, devices: bool = False) -> None:
     mount(source, target, None, MS_BIND | MS_REC)
+    copied = os.statvfs(target).f_flag
     flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if writable else MS_RDONLY) | (0 if devices else MS_NODEV)
+    flags |= sum(ms for st, ms in LOCKED_FLAGS.items() if copied & st)
     mount(None, target, None, flags)
+
+
+def runtime_binds() -> list:
+    """What the program's root needs: this interpreter, its prefix and the system libraries."""
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
+             os.path.realpath(sys.base_prefix), os.path.dirname(os.path.realpath(sys.executable))]
+    out = []
+    for p in paths:  # skip missing paths and those already under a bound directory
+        covered = any(p == q or p.startswith(q.rstrip("/") + "/") for q in out if not os.path.islink(q))
+        if os.path.lexists(p) and not covered:
+            out.append(p)
+    return out
+
+
+def enter_user_namespace() -> None:
+    """A user namespace where our uid and gid are 0 and nothing else is mapped, with mount and
+    network namespaces it owns. setgroups must be denied before an unprivileged gid_map write."""
+    uid, gid = os.geteuid(), os.getegid()
+    check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET), "unshare(user)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+def drop_capabilities() -> None:
+    """userns: the program is uid 0 of its namespace with every capability there; take them all,
+    the bounding set first, so that no exec (of a root-owned binary, as uid 0) returns them."""
+    for cap in range(LAST_CAP + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
+            check(-1, "prctl(capbset_drop)")
+    check(libc.capset(ctypes.byref(CapHeader(CAPABILITY_VERSION_3, 0)), (CapData * 2)()), "capset")  # all zero
 
 
 def build_jail(root: str, binds: list) -> None:
@@ -124,6 +186,8 @@ def set_limits(cfg: dict) -> None:
     }
     if cfg["uid"] is not None:  # per-user count: meaningful only under a uid of our own
         limits[resource.RLIMIT_NPROC] = cfg["max_processes"]
+    elif cfg["isolation"] == "userns":  # counted per user namespace, where our own processes are too
+        limits[resource.RLIMIT_NPROC] = cfg["max_processes"] + OWN_PROCESSES
     for kind, value in limits.items():
         resource.setrlimit(kind, value if isinstance(value, tuple) else (value, value))
 
@@ -194,7 +258,7 @@ def become_program(cfg: dict, report_fd: int) -> None:
     try:
         max_fd = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         os.setsid()
-        if cfg["isolation"] == "namespaces":
+        if cfg["isolation"] in JAILED:
             os.chroot(cfg["root"])
             os.chdir("/work")
         else:
@@ -205,7 +269,9 @@ def become_program(cfg: dict, report_fd: int) -> None:
             os.setuid(cfg["uid"])
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
         set_limits(cfg)
-        guard = cfg["isolation"] != "namespaces"
+        if cfg["isolation"] == "userns":
+            drop_capabilities()
+        guard = cfg["isolation"] not in JAILED
         if cfg["fresh_interpreter"]:
             code = BOOTSTRAP.format(guard=guard, blocked=BLOCKED_EVENTS if guard else ())
             os.execve(cfg["python"], [cfg["python"], "-S", "-s", "-B", "-c", code], cfg["env"])
@@ -229,7 +295,11 @@ def wait_status(pid: int) -> dict:
 
 
 def run_init(cfg: dict, report_fd: int, launcher_alive: int) -> None:
-    """pid 1 of the namespace: run the program as pid 2 and report how it ended."""
+    """pid 1 of the namespace: run the program as pid 2 and report how it ended.
+
+    The kernel drops every signal sent to a namespace's init from inside unless init handles it, and
+    with "userns" the program has init's uid: so no handler here (Python's own is SIGINT's)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     check(libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
     if select.select([launcher_alive], [], [], 0)[0]:  # the launcher died before pdeathsig was armed
         os._exit(1)
@@ -259,12 +329,14 @@ def kill_group(pgid: int) -> None:
 
 def launch(cfg: dict, report_fd: int) -> None:
     """One execution (in a fresh fork of the server): isolate, start init/program, enforce the wall time."""
-    jailed = cfg["isolation"] == "namespaces"
+    jailed = cfg["isolation"] in JAILED
     if jailed:
         check(libc.unshare(CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
         work = cfg["root"] + "/work"
-        quota = f"size={cfg['disk_bytes']},nr_inodes={cfg['max_files']}"
-        mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"{quota},mode=700,uid={cfg['uid']},gid={cfg['uid']}")
+        options = f"size={cfg['disk_bytes']},nr_inodes={cfg['max_files']},mode=700"
+        if cfg["uid"] is not None:  # the slot's uid (userns: uid 0 of the namespace, the mounter, is the program's)
+            options += f",uid={cfg['uid']},gid={cfg['uid']}"
+        mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, options)
         with open(work + "/main.py", "w", encoding="utf-8") as f:
             f.write(cfg["program"])
     alive_r, alive_w = os.pipe()  # readable (EOF) in the child once the launcher is gone
@@ -299,7 +371,7 @@ def redirect(cfg: dict) -> None:
 
 
 def execute(cfg: dict) -> bytes:
-    if cfg["isolation"] == "namespaces":
+    if cfg["isolation"] in JAILED:
         unmount_work(cfg["root"])  # in case a launcher died before its own clean-up
     report_r, report_w = os.pipe()
     pid = os.fork()
@@ -339,11 +411,15 @@ def main() -> None:
     check(libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl(pdeathsig)")  # exit with the trainer
     setup = marshal.loads(bytes.fromhex(sys.argv[1]))
     try:
-        if setup["isolation"] == "namespaces":
+        if setup["isolation"] == "userns":
+            enter_user_namespace()
+        elif setup["isolation"] == "namespaces":
             check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
-            build_jail(setup["root"], setup["binds"])
+        if setup["isolation"] in JAILED:
+            build_jail(setup["root"], runtime_binds())
     except OSError as exc:
-        send(marshal.dumps({"error": str(exc)}))
+        why = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror or str(exc)
+        send(marshal.dumps({"error": why}))  # e.g. "unshare(user): Operation not permitted"
         return
     send(marshal.dumps({"ready": True}))
     while header := read_exact(0, 4):

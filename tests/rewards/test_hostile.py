@@ -3,10 +3,17 @@
 Each program gets a test case whose expected output is what it prints only if its attack worked, so
 a sandbox that let the attack through would score it 1. Besides the score, each test checks on the
 host side that nothing happened (files intact, no connection, no process left behind).
+
+Every test runs twice: as root (isolation "namespaces") and as an unprivileged user (isolation
+"userns", in a fork of this process that dropped root's privileges; tests/rewards/unprivileged.py).
+The files a program attacks are made by the user running the sandbox, so as that user they are its
+own files (as in the issue: "deleted the user's own files outside its working directory").
 """
 
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import time
 import uuid
@@ -14,9 +21,30 @@ import uuid
 import pytest
 
 from k15.rewards.code import run_tests
-from tests.rewards_helpers import processes_of, sandbox, slot_uids  # noqa: F401
+from tests.rewards.unprivileged import as_user, leftovers, user_sandbox
+from tests.rewards_helpers import sandbox  # noqa: F401
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full isolation (namespaces, own uid) needs root")
+
+def both_users(body):
+    """The test `body(sandbox)` as root and as an unprivileged user."""
+
+    @pytest.mark.parametrize("user", ["root", "unprivileged"])
+    def test(user, request):
+        if user == "root":
+            if os.geteuid() != 0:
+                pytest.skip("isolation 'namespaces' needs root")
+            body(request.getfixturevalue("sandbox"))
+        else:
+            as_user(in_user_sandbox, body)
+
+    test.__name__, test.__doc__ = body.__name__, body.__doc__
+    return test
+
+
+def in_user_sandbox(body) -> None:
+    with user_sandbox() as sb:
+        assert sb.isolation == "userns"
+        body(sb)
 
 
 def program(text: str) -> str:
@@ -31,9 +59,17 @@ def score(sb, source, expected, stdin=""):
 
 def assert_still_works(sb):
     assert sb.run("print(6 * 7)").stdout == "42\n"
-    assert not processes_of(slot_uids(sb)), "a sandboxed process outlived its execution"
+    assert not leftovers(sb), "a sandboxed process outlived its execution"
 
 
+def users_directory(mode: int) -> str:
+    """A directory of the user running the sandbox, outside the program's: what it must not touch."""
+    path = tempfile.mkdtemp(prefix="k15-hostile-")
+    os.chmod(path, mode)
+    return path
+
+
+@both_users
 def test_infinite_loop(sandbox):
     start = time.perf_counter()
     assert score(sandbox, "while True:\n    pass\nprint('done')", "done\n").status == "timeout"
@@ -41,11 +77,13 @@ def test_infinite_loop(sandbox):
     assert_still_works(sandbox)
 
 
+@both_users
 def test_sleeping_forever(sandbox):
     assert score(sandbox, "import time\ntime.sleep(3600)\nprint('done')", "done\n").status == "timeout"
     assert_still_works(sandbox)
 
 
+@both_users
 def test_fork_bomb(sandbox):
     bomb = program("""
         import os
@@ -62,6 +100,7 @@ def test_fork_bomb(sandbox):
     assert_still_works(sandbox)
 
 
+@both_users
 def test_fork_bomb_meets_the_process_limit(sandbox):
     count = program("""
         import os, time
@@ -79,6 +118,7 @@ def test_fork_bomb_meets_the_process_limit(sandbox):
     assert_still_works(sandbox)  # ... and the sleeping children died with the namespace
 
 
+@both_users
 def test_background_process_dies_with_the_program(sandbox):
     daemon = program("""
         import os, time
@@ -91,6 +131,7 @@ def test_background_process_dies_with_the_program(sandbox):
     assert_still_works(sandbox)
 
 
+@both_users
 def test_huge_allocation(sandbox):
     assert score(sandbox, "x = bytearray(8 << 30)\nprint('allocated')", "allocated\n").status == "memory"
     grow = "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(64 << 20))\nprint('allocated')"
@@ -98,29 +139,36 @@ def test_huge_allocation(sandbox):
     assert_still_works(sandbox)
 
 
-def test_deleting_files_outside_its_directory(sandbox, tmp_path):
-    canary = tmp_path / "canary.txt"
-    canary.write_text("keep me")
-    os.chmod(tmp_path, 0o777)  # even a world-writable directory and file must be out of reach
+@both_users
+def test_deleting_files_outside_its_directory(sandbox):
+    home = users_directory(0o777)  # even a world-writable directory and file must be out of reach
+    canary = os.path.join(home, "canary.txt")
+    with open(canary, "w") as f:
+        f.write("keep me")
     os.chmod(canary, 0o666)
     attack = program(f"""
         import os, shutil
-        os.remove({str(canary)!r})
-        shutil.rmtree({str(tmp_path)!r})
+        os.remove({canary!r})
+        shutil.rmtree({home!r})
         shutil.rmtree('/usr/lib')
         print('deleted')
     """)
-    score(sandbox, attack, "deleted\n")
-    assert canary.read_text() == "keep me" and os.path.isdir("/usr/lib")
+    try:
+        score(sandbox, attack, "deleted\n")
+        assert open(canary).read() == "keep me" and os.path.isdir("/usr/lib")
+    finally:
+        shutil.rmtree(home)
     assert_still_works(sandbox)
 
 
-def test_writing_files_outside_its_directory(sandbox, tmp_path):
-    os.chmod(tmp_path, 0o777)  # world-writable: a uid of its own alone would not stop this
+@both_users
+def test_writing_files_outside_its_directory(sandbox):
+    home = users_directory(0o777)  # world-writable: a uid of its own alone would not stop this
+    outside = os.path.join(home, "x")
     marker = f"/tmp/k15-escape-{uuid.uuid4().hex}"
     attack = program(f"""
         escaped = False
-        for path in [{str(tmp_path / 'x')!r}, {marker!r}, '../x', '/dev/shm/x', '/x']:
+        for path in [{outside!r}, {marker!r}, '../x', '/dev/shm/x', '/x']:
             try:
                 open(path, 'w').write('x')
                 escaped = True
@@ -129,12 +177,16 @@ def test_writing_files_outside_its_directory(sandbox, tmp_path):
         open('inside.txt', 'w').write('its own directory is writable')
         print('escaped' if escaped else 'contained')
     """)
-    score(sandbox, attack, "escaped\n")
-    assert sandbox.run(attack).stdout == "contained\n"
-    assert not (tmp_path / "x").exists() and not os.path.exists(marker) and not os.path.exists("/dev/shm/x")
+    try:
+        score(sandbox, attack, "escaped\n")
+        assert sandbox.run(attack).stdout == "contained\n"
+        assert not os.path.exists(outside) and not os.path.exists(marker) and not os.path.exists("/dev/shm/x")
+    finally:
+        shutil.rmtree(home)
     assert_still_works(sandbox)
 
 
+@both_users
 def test_filling_the_disk(sandbox):
     attack = program("""
         n = 0
@@ -153,29 +205,40 @@ def test_filling_the_disk(sandbox):
     assert_still_works(sandbox)
 
 
-def test_reading_the_trainers_environment(sandbox, monkeypatch):
+@both_users
+def test_reading_the_trainers_environment(sandbox):
     secret = f"secret-{uuid.uuid4().hex}"
-    monkeypatch.setenv("K15_TRAINER_SECRET", secret)
+    os.environ["K15_TRAINER_SECRET"] = secret
     attack = program(f"""
         import os
         print(os.environ.get('K15_TRAINER_SECRET', ''))
         print(open('/proc/{os.getpid()}/environ').read())
     """)
-    score(sandbox, attack, f"{secret}\n")
-    r = sandbox.run(attack)
-    assert secret not in r.stdout + r.stderr
+    try:
+        score(sandbox, attack, f"{secret}\n")
+        r = sandbox.run(attack)
+        assert secret not in r.stdout + r.stderr
+    finally:
+        del os.environ["K15_TRAINER_SECRET"]
 
 
-def test_reading_the_trainers_files(sandbox, tmp_path):
+@both_users
+def test_reading_the_trainers_files(sandbox):
+    home = users_directory(0o755)
+    checkpoint = os.path.join(home, "checkpoint.txt")
     secret = f"weights-{uuid.uuid4().hex}"
-    (tmp_path / "checkpoint.txt").write_text(secret)
-    os.chmod(tmp_path, 0o755)
-    os.chmod(tmp_path / "checkpoint.txt", 0o644)  # readable by any user: only the jail hides it
-    attack = f"print(open({str(tmp_path / 'checkpoint.txt')!r}).read())"
-    score(sandbox, attack, f"{secret}\n")
-    assert secret not in sandbox.run(attack).stdout
+    with open(checkpoint, "w") as f:
+        f.write(secret)
+    os.chmod(checkpoint, 0o644)  # readable by any user: only the jail hides it
+    attack = f"print(open({checkpoint!r}).read())"
+    try:
+        score(sandbox, attack, f"{secret}\n")
+        assert secret not in sandbox.run(attack).stdout
+    finally:
+        shutil.rmtree(home)
 
 
+@both_users
 def test_opening_sockets(sandbox):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -197,46 +260,77 @@ def test_opening_sockets(sandbox):
     assert_still_works(sandbox)
 
 
+@both_users
 def test_killing_its_parent(sandbox):
+    """The trainer and the servers are out of its sight; its own parent (the pid namespace's init,
+    which reports how the program ended) ignores signals from inside (as "userns", it has the same uid)."""
     targets = [os.getpid()] + [s.proc.pid for s in sandbox._servers if s.proc is not None]
     attack = program(f"""
         import os, signal
-        for pid in [os.getppid()] + {targets!r}:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(os.getppid(), sig)
+            except OSError:
+                pass
+        for pid in {targets!r}:
             try:
                 os.kill(pid, signal.SIGKILL)
                 print('killed', pid)
             except OSError:
                 pass
-        if os.getuid() != 0 and os.getpid() < 10:  # only where a pid namespace makes -1 harmless
+        if os.getpid() < 10:  # only where a pid namespace makes -1 harmless
             try:
                 os.kill(-1, signal.SIGKILL)
             except OSError:
                 pass
         print('done')
     """)
-    assert sandbox.run(attack).stdout == "done\n"
+    r = sandbox.run(attack)
+    assert (r.status, r.stdout) == ("ok", "done\n")
     score(sandbox, attack, f"killed {targets[0]}\ndone\n")
     assert all(s.proc.poll() is None for s in sandbox._servers if s.proc is not None)
     assert_still_works(sandbox)
 
 
+@both_users
 def test_output_flood(sandbox):
     flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"
     assert score(sandbox, flood, "x\n").status == "output_limit"
     assert_still_works(sandbox)
 
 
+@both_users
 def test_escaping_privileges(sandbox):
+    """Another uid, unmounting or mounting over the jail, a new user namespace (full capabilities
+    there), the classic chroot escape, tracing init (not chrooted): each needs a privilege the
+    program must not have. (With
+    "userns" the program is uid 0 of its namespace already, without capabilities: uid 1 is "other".)"""
     attack = program("""
         import ctypes, os
+        libc, done = ctypes.CDLL(None), []
+        for uid in (0, 1):
+            if uid != os.getuid():
+                try:
+                    os.setuid(uid)
+                    done.append('setuid')
+                except OSError:
+                    pass
+        if libc.umount2(b'/work', 2) == 0:
+            done.append('umount')
+        if libc.mount(b'none', b'/work', b'tmpfs', 0, None) == 0:
+            done.append('mount')
+        if libc.unshare(0x10000000) == 0:
+            done.append('userns')
         try:
-            os.setuid(0)
-            print('root')
+            os.mkdir('x')
+            os.chroot('x')
+            done.append('chroot')
         except OSError:
             pass
-        libc = ctypes.CDLL(None)
-        if libc.umount2(b'/work', 2) == 0 or libc.unshare(0x10000000) == 0:  # unmount the jail, new user ns
-            print('root')
+        if libc.ptrace(16, 1, 0, 0) == 0:  # PTRACE_ATTACH to init, which is outside the jail
+            done.append('ptrace')
+        print('escaped' if done else 'contained', *done)
     """)
-    score(sandbox, attack, "root\n")
+    assert sandbox.run(attack).stdout == "contained\n"
+    score(sandbox, attack, "escaped\n")
     assert_still_works(sandbox)
