@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import pickle
 import random
@@ -28,7 +29,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 USER_LIMITS = dict(FAST, python=SYSTEM_PYTHON)
 UID_BASE = 2_000_000_000  # above the root sandbox's slot uids (uid_base 1e9 + 2**28)
 PR_SET_PDEATHSIG = 1
-CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 4096, 16384, 1 << 18
+CLONE_NEWNS, CLONE_NEWUSER, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x10000000, 4096, 16384, 1 << 18
 
 
 def fresh_uid() -> int:
@@ -46,12 +47,14 @@ def as_user(fn, *args, timeout: float = 60.0, before_drop=None):
     """fn(*args) as an unprivileged user: in a dropped-privilege fork when we are root, else here.
     Returns fn's result; a failure there is raised here as an AssertionError with its traceback.
     `before_drop()` runs in the fork while it is still root (e.g. to take user namespaces away)."""
+    import pytest
+
     if os.geteuid() != 0:
         if before_drop is not None:
-            import pytest
-
             pytest.skip("needs root to prepare the unprivileged process")
         return fn(*args)
+    if before_drop is None and not userns_allowed():  # e.g. a container whose seccomp profile forbids them
+        pytest.skip("this machine does not let an unprivileged user create user namespaces")
     uid = fresh_uid()
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -70,6 +73,21 @@ def as_user(fn, *args, timeout: float = 60.0, before_drop=None):
     if status == "error":
         raise AssertionError(f"as uid {uid}:\n{value}")
     return value
+
+
+@functools.cache
+def userns_allowed() -> bool:
+    """Whether an unprivileged process may create a user namespace here (probed once, in a fork)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            drop_privileges(fresh_uid())
+            ok = ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER) == 0
+        except BaseException:  # noqa: BLE001
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _child(uid: int, read_end: int, write_end: int, fn, args, before_drop) -> None:
