@@ -55,6 +55,7 @@ class RewardRegistry:
         self._sandbox = sandbox  # started on the first code sample: no helper processes otherwise
         self._owns_sandbox = sandbox is None
         self.counts: Counter = Counter()  # "verifier/reason" -> samples so far
+        self._errors_said: set[str] = set()
         self._text_verifiers: dict[str, Callable[[str, PromptRecord], Verdict]] = {
             "rule": lambda text, record: verify(text, record.answer),
             "math": lambda text, record: verify_math(text, record.answer, self.math, record.extra.get("answer_format")),
@@ -123,7 +124,11 @@ class RewardRegistry:
         self.counts[f"{name}/{verdict.reason}"] += 1
 
     def _error(self, verdicts: dict, sid: str, name: str, exc: Exception) -> None:
-        log.warning("verifier %s failed on sample %s: %s: %s", name, sid, type(exc).__name__, exc)
+        said = f"{type(exc).__name__}: {exc}"
+        if said not in self._errors_said:  # the same failure on every sample (a refusing sandbox): said once
+            self._errors_said.add(said)
+            log.warning("verifier %s failed on sample %s: %s (the same error on later samples is counted, not repeated)",
+                        name, sid, said)
         self._set(verdicts, sid, name, Verdict(0.0, VERIFIER_ERROR, None))
 
     def close(self) -> None:
