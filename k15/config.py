@@ -30,7 +30,8 @@ from k15.rewards.sandbox import SandboxLimits
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # The vision-language stages (paper §7): tower alone, joint, cooldown, long-context activation.
 VISION_STAGES = ("vision_tower", "vision_joint", "cooldown", "long_context")
-STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", "eval")
+RM_STAGES = ("rm_data", "classic_rm", "cot_rm")  # the learned reward models; they export judges, not policies
+STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl", *RM_STAGES, "eval")
 MODEL_STAGES = ("pretrain", *VISION_STAGES, "sft", "rl", "merge", "shortest_rs", "dpo", "l2s_rl")  # stages that export a model
 VISION_TASKS = ("problem", "count", "compare", "chart")  # image tasks with a verifiable answer
 SYNTHETIC_SOURCES = ("text", "caption", "interleaved", "ocr", "synthetic")  # k15.synthetic.shards
@@ -303,6 +304,46 @@ class Long2ShortConfig:
 
 
 @dataclass
+class RMDataConfig:
+    """Labelled (question, reference, response, label) examples over the free-form domain (k15.synthetic.freeform)."""
+
+    train_examples: int = 8000
+    spotcheck_examples: int = 400  # held-out questions only: the RMs are compared on these
+    positive_share: float = 0.5  # share of examples whose response is correct (exact, in every set)
+    rollout_share: float = 0.25  # share from the policy's own rollouts (when a policy is given); the rest are rewrites
+    rollout_temperature: float = 1.0
+    rollout_max_new_tokens: int = 48
+    min_level: int = 1  # chain lengths of the questions; short, so question + answers + rationale fit the context
+    max_level: int = 4
+    unit_share: float = 0.5  # questions that ask for a count of things ("how many apples?")
+
+
+@dataclass
+class RMTrainConfig:
+    # ~5 (Classic) and ~10 (CoT) minutes on one CPU thread from the tiny SFT model; 300 steps left both near chance
+    max_steps: int = 1000
+    batch_size: int = 32  # examples per step
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, warmup_steps=20))
+
+
+@dataclass
+class RewardModelConfig:
+    """The learned reward models (paper §2.3.5): stages rm_data, classic_rm, cot_rm (k15.reward_models)."""
+
+    data: RMDataConfig = field(default_factory=RMDataConfig)
+    classic: RMTrainConfig = field(default_factory=RMTrainConfig)
+    cot: RMTrainConfig = field(default_factory=RMTrainConfig)
+    init_from: str = "sft"  # a stage of this run or a checkpoint directory: both RMs start from it
+    policy: str | None = "sft"  # whose rollouts go into the data (a stage or a directory); None: rewrites only
+    verdict_format: str = "auto"  # auto (json when the tokenizer can write it, else plain) | json | plain
+    # The RMs' context (tokens): question + reference + response (+ rationale and verdict: up to ~190 in the
+    # tiny world); beyond the SFT model's 128 positions, which fine-tuning teaches (rotary positions extend).
+    max_len: int = 256
+    judge_max_new_tokens: int = 96  # the CoT RM's rationale + verdict (the generator's longest is 93 tokens)
+    judge_batch_size: int = 64
+
+
+@dataclass
 class RewardConfig:
     """The verifiers' settings: the code sandbox's limits, math equivalence, code scoring."""
 
@@ -357,6 +398,7 @@ class ExperimentConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     long2short: Long2ShortConfig = field(default_factory=Long2ShortConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     # Stage 1 (after the language-only `pretrain`): the tower alone with the decoder frozen, then
@@ -686,6 +728,39 @@ def validate(cfg: ExperimentConfig) -> None:
         need(pr.budget <= 0 or reach >= l2s.rl_max_new_tokens,
              f"rl.partial.budget x (rl.partial.max_continuations + 1) = {reach} is below long2short.rl_max_new_tokens="
              f"{l2s.rl_max_new_tokens}: long2short RL answers would be cut short of it; raise the budget or max_continuations")
+    rm = cfg.reward_model
+    rd = rm.data
+    for name in ("train_examples", "spotcheck_examples", "rollout_max_new_tokens"):
+        need(getattr(rd, name) > 0, f"reward_model.data.{name} must be > 0, got {getattr(rd, name)}")
+    for name in ("positive_share", "rollout_share", "unit_share"):
+        need(0.0 <= getattr(rd, name) <= 1.0, f"reward_model.data.{name} must be in [0, 1], got {getattr(rd, name)}")
+    need(rd.rollout_temperature > 0, f"reward_model.data.rollout_temperature must be > 0, got {rd.rollout_temperature}")
+    need(1 <= rd.min_level <= rd.max_level <= 9,
+         f"reward_model.data levels need 1 <= min_level <= max_level <= 9, got {rd.min_level}..{rd.max_level}")
+    for kind in ("classic", "cot"):
+        rt = getattr(rm, kind)
+        need(rt.max_steps > 0 and rt.batch_size > 0, f"reward_model.{kind}: max_steps and batch_size must be > 0")
+        need(rt.optim.lr > 0 and math.isfinite(rt.optim.lr), f"reward_model.{kind}.optim.lr must be > 0, got {rt.optim.lr}")
+        need(0.0 <= rt.optim.min_lr_ratio <= 1.0 and rt.optim.warmup_steps >= 0,
+             f"reward_model.{kind}.optim: min_lr_ratio must be in [0, 1] and warmup_steps >= 0")
+    for name in ("max_len", "judge_max_new_tokens", "judge_batch_size"):
+        need(getattr(rm, name) > 0, f"reward_model.{name} must be > 0, got {getattr(rm, name)}")
+    need(rm.verdict_format in ("auto", "json", "plain"),
+         f"reward_model.verdict_format must be auto, json or plain, got '{rm.verdict_format}'")
+    if "rm_data" in cfg.stages and rm.policy is not None and rd.rollout_share > 0:
+        need(rd.rollout_max_new_tokens < m.max_seq_len, f"reward_model.data.rollout_max_new_tokens "
+             f"({rd.rollout_max_new_tokens}) must be below model.max_seq_len ({m.max_seq_len})")
+    checked = set()  # both RMs start from init_from: one message for it, at the first of them
+    for stage in (s for s in cfg.stages if s in RM_STAGES):
+        before = [s for s in cfg.stages[: cfg.stages.index(stage)] if s in MODEL_STAGES] + (["init"] if m.init_from else [])
+        key = "policy" if stage == "rm_data" else "init_from"  # rm_data samples the policy
+        source = getattr(rm, key)
+        if key not in checked:
+            checked.add(key)
+            need(source is None or source in before or Path(source).is_dir(),
+                 f"{stage}: reward_model.{key} '{source}' is neither a model stage that runs before it nor a directory")
+        need(stage == "rm_data" or "rm_data" in cfg.stages[: cfg.stages.index(stage)],
+             f"stages: {stage} trains on RUN/rm_data, so rm_data must run before it")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))

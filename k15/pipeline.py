@@ -31,6 +31,7 @@ from k15.models.decoder import num_parameters
 from k15.models.policy import export_policy, is_vlm, load_policy
 from k15.models.vlm import VisionLanguageModel
 from k15.long2short.stages import run_dpo, run_l2s_rl, run_merge, run_shortest_rs
+from k15.reward_models.pipeline_stages import RM_STAGES
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
@@ -105,6 +106,8 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] |
             exports[stage] = current
         elif stage in LONG2SHORT_STAGES:  # these start from long2short.long_model, not the chain
             exports[stage] = LONG2SHORT_STAGES[stage](cfg, run_dir, exports)
+        elif stage in RM_STAGES:  # these record their spot-check agreement in the summary
+            exports[stage] = RM_STAGES[stage](cfg, run_dir, exports, summary)
         elif stage == "eval":
             run_eval(cfg, run_dir, exports, summary)
         summary.stage(

@@ -20,6 +20,14 @@ VISION_SMOKE = [
     "rl.num_prompts=32", "eval.max_new_tokens=30",
 ]
 
+RM_SMOKE = [
+    "reward_model.data.train_examples=24", "reward_model.data.spotcheck_examples=8",
+    "reward_model.data.rollout_max_new_tokens=8", "reward_model.data.max_level=2",
+    "reward_model.classic.max_steps=2", "reward_model.classic.batch_size=8",
+    "reward_model.cot.max_steps=2", "reward_model.cot.batch_size=8",
+    "reward_model.max_len=160", "reward_model.judge_max_new_tokens=8",
+]
+
 # Every section at a size that runs in seconds, for running each experiment file end to end.
 SMOKE = [o for o in TINY if not o.startswith("stages=")] + [
     "run.threads=1", "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=30",
@@ -27,4 +35,5 @@ SMOKE = [o for o in TINY if not o.startswith("stages=")] + [
     "long2short.rs_steps=2", "long2short.rs_batch_size=2", "long2short.dpo_steps=2", "long2short.dpo_batch_size=2",
     "long2short.rl_iterations=2", "long2short.rl_max_new_tokens=24",
     *VISION_SMOKE,
+    *RM_SMOKE,
 ]

@@ -7,7 +7,8 @@ directory it wrote, so a pipeline can wire them like its other stages:
     run_cot_rm(cfg, data_dir, init_from, stage_dir, seed)          -> stage_dir/model
 Training runs in a Lightning Trainer from `trainer_fn(stage_dir, max_steps, grad_clip)`: by default a
 plain one on this machine (no logger, no checkpoints); the pipeline passes one built by
-k15.trainer.make_trainer, with its logger, checkpoints and preemption handling.
+k15.trainer.make_trainer, with its logger, checkpoints and preemption handling, and `ckpt_path` to
+resume an interrupted stage (k15.reward_models.pipeline_stages).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def run_rm_data(cfg: RewardModelConfig, out_dir: Path, seed: int, heldout_fracti
 
 
 def run_classic_rm(cfg: RewardModelConfig, data_dir: Path, init_from: Path | None, stage_dir: Path, seed: int,
-                   trainer_fn: TrainerFn = plain_trainer, model_cfg: ModelConfig | None = None) -> Path:
+                   trainer_fn: TrainerFn = plain_trainer, model_cfg: ModelConfig | None = None,
+                   ckpt_path: Path | None = None) -> Path:
     """The Classic RM: the scalar-head twin of `init_from`'s decoder trained on data_dir/train.jsonl."""
     L.seed_everything(seed, verbose=False)
     lm, tok = load_policy(model_cfg or ModelConfig(), init_from)
@@ -86,12 +88,13 @@ def run_classic_rm(cfg: RewardModelConfig, data_dir: Path, init_from: Path | Non
     _say_dropped("classic_rm", dropped, cfg.max_len)
     model.train()
     module = ClassicRMModule(model, t.optim, t.max_steps)
-    trainer_fn(Path(stage_dir), t.max_steps, t.optim.grad_clip).fit(module, datamodule=data)
+    trainer_fn(Path(stage_dir), t.max_steps, t.optim.grad_clip).fit(module, datamodule=data, ckpt_path=ckpt_path)
     return export_classic_rm(model, tok, Path(stage_dir) / "model")
 
 
 def run_cot_rm(cfg: RewardModelConfig, data_dir: Path, init_from: Path | None, stage_dir: Path, seed: int,
-               trainer_fn: TrainerFn = plain_trainer, model_cfg: ModelConfig | None = None, chat: ChatFormat = RAW) -> Path:
+               trainer_fn: TrainerFn = plain_trainer, model_cfg: ModelConfig | None = None, chat: ChatFormat = RAW,
+               ckpt_path: Path | None = None) -> Path:
     """The CoT RM: `init_from`'s decoder fine-tuned to write rationale + verdict for data_dir/train.jsonl."""
     L.seed_everything(seed, verbose=False)
     model, tok = load_policy(model_cfg or ModelConfig(), init_from)
@@ -103,7 +106,7 @@ def run_cot_rm(cfg: RewardModelConfig, data_dir: Path, init_from: Path | None, s
     _say_dropped("cot_rm", dropped, cfg.max_len)
     model.train()
     module = CoTRMModule(model, tok, t.optim, t.max_steps, chat=chat)
-    trainer_fn(Path(stage_dir), t.max_steps, t.optim.grad_clip).fit(module, datamodule=data)
+    trainer_fn(Path(stage_dir), t.max_steps, t.optim.grad_clip).fit(module, datamodule=data, ckpt_path=ckpt_path)
     return export_cot_rm(model, tok, Path(stage_dir) / "model", fmt)
 
 

@@ -1,0 +1,54 @@
+"""The reward_models experiment from the command line at toy size: both RMs' spot checks in summary.json."""
+
+import json
+import os
+import subprocess
+import sys
+
+from k15.reward_models.classic import load_classic_rm
+from k15.reward_models.cot import load_cot_rm
+from k15.reward_models.data import read_examples
+from tests.tiny import TINY
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# A few examples and steps of each RM, on the tiny pretrain + SFT of the pipeline smoke test.
+TOY_RM = [o for o in TINY if not o.startswith(("stages=", "pretrain.max_steps", "sft.max_steps"))] + [
+    "run.threads=1", "pretrain.max_steps=10", "sft.max_steps=10",
+    "reward_model.data.train_examples=24", "reward_model.data.spotcheck_examples=8",
+    "reward_model.data.rollout_max_new_tokens=8", "reward_model.data.max_level=2",
+    "reward_model.classic.max_steps=2", "reward_model.classic.batch_size=8",
+    "reward_model.cot.max_steps=2", "reward_model.cot.batch_size=8",
+    "reward_model.max_len=160", "reward_model.judge_max_new_tokens=8",
+]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.run", "reward_models", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_both_rms_train_and_are_spot_checked(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run(*TOY_RM, f"run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"pretrain", "sft", "rm_data", "classic_rm", "cot_rm"} <= set(summary["stages"])
+    for stage in ("classic_rm", "cot_rm"):
+        stats = summary["reward_models"][stage]
+        assert stats["n"] == 8 and 0.0 <= stats["accuracy"] <= 1.0
+        assert {"wrong_precision", "wrong_recall", "unparsed"} <= set(stats)
+        assert (run_dir / "tb" / stage).is_dir()  # the stage's curves in TensorBoard
+    assert "spot check" in proc.stderr  # the table
+    assert (run_dir / "rm_data" / "train.jsonl").is_file()
+    spot = read_examples(run_dir / "rm_data" / "spotcheck.jsonl")[:3]  # the exports reload and judge
+    assert len(load_classic_rm(run_dir / "classic_rm" / "model").judge(spot)) == 3
+    assert len(load_cot_rm(run_dir / "cot_rm" / "model", max_new_tokens=8).judge(spot)) == 3
+
+
+def test_init_from_a_later_stage_is_a_config_error(tmp_path):
+    proc = run("reward_model.init_from=rl", f"run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: classic_rm: reward_model.init_from 'rl' is neither a model stage that runs before it "
+                     "nor a directory"]
+    assert not (tmp_path / "run").exists()
