@@ -15,6 +15,19 @@ from k15.rollout.sampling import SamplingParams
 from tests.rollout.test_engine import PROMPTS, make_model, pick_stop_token
 
 
+def in_segments(engine, prompts, params: SamplingParams, segment: int):
+    """Each prompt's response generated `segment` tokens at a time, every segment re-sent as prompt + the tokens
+    so far (`history` tells the repeat rule which of them are response), until it stops or has
+    params.max_new_tokens: as partial rollouts continue a trajectory. Returns tokens, logprobs, reasons."""
+    tokens, logprobs, reasons = [[] for _ in prompts], [[] for _ in prompts], [""] * len(prompts)
+    while live := [i for i, r in enumerate(reasons) if r in ("", "length") and len(tokens[i]) < params.max_new_tokens]:
+        out = engine.generate([prompts[i] + tokens[i] for i in live], params, limits=[segment] * len(live),
+                              history=[len(tokens[i]) for i in live])
+        for i, t, lp, r in zip(live, out.tokens, out.logprobs, out.finish_reasons):
+            tokens[i], logprobs[i], reasons[i] = tokens[i] + t, logprobs[i] + lp, r
+    return tokens, logprobs, reasons
+
+
 def test_three_budgeted_segments_equal_one_go_greedy():
     model = make_model("qwen2")
     engine = RolloutEngine(model, max_batch_size=4, max_seq_len=64)
@@ -23,14 +36,7 @@ def test_three_budgeted_segments_equal_one_go_greedy():
     one_go = engine.generate(PROMPTS, params)
     assert "stop" in one_go.finish_reasons and "length" in one_go.finish_reasons
 
-    tokens = [[] for _ in PROMPTS]
-    logprobs = [[] for _ in PROMPTS]
-    reasons = [""] * len(PROMPTS)
-    for _ in range(3):  # budget 6 per segment: three segments make the full 18
-        live = [i for i, r in enumerate(reasons) if r in ("", "length") and len(tokens[i]) < 18]
-        out = engine.generate([PROMPTS[i] + tokens[i] for i in live], params, limits=[6] * len(live), history=[len(tokens[i]) for i in live])
-        for i, t, lp, r in zip(live, out.tokens, out.logprobs, out.finish_reasons):
-            tokens[i], logprobs[i], reasons[i] = tokens[i] + t, logprobs[i] + lp, r
+    tokens, logprobs, reasons = in_segments(engine, PROMPTS, params, segment=6)  # three make the full 18
     assert tokens == one_go.tokens
     assert reasons == one_go.finish_reasons
     for a, b in zip(logprobs, one_go.logprobs):

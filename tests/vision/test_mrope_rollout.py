@@ -23,6 +23,7 @@ from k15.rl.batch import token_logprobs
 from k15.rollout.partial import PartialRollouts
 from k15.rollout.sampling import SamplingParams
 from k15.rollout.vision import ImagePrompt, VisionRolloutEngine
+from tests.rollout.test_partial import in_segments
 
 IMG, VIDEO, START, END = 8, 9, 10, 11  # image / video placeholders, vision start / end
 EOS = 2
@@ -146,15 +147,7 @@ def test_budgeted_segments_equal_one_go(qwen):
     one_go = engine.generate(prompts, params)
     assert "stop" in one_go.finish_reasons and "length" in one_go.finish_reasons
 
-    tokens = [[] for _ in prompts]
-    logprobs = [[] for _ in prompts]
-    reasons = [""] * len(prompts)
-    for _ in range(3):
-        live = [i for i, r in enumerate(reasons) if r in ("", "length") and len(tokens[i]) < 12]
-        out = engine.generate([prompts[i] + tokens[i] for i in live], params, limits=[4] * len(live),
-                              history=[len(tokens[i]) for i in live])
-        for i, t, lp, r in zip(live, out.tokens, out.logprobs, out.finish_reasons):
-            tokens[i], logprobs[i], reasons[i] = tokens[i] + t, logprobs[i] + lp, r
+    tokens, logprobs, reasons = in_segments(engine, prompts, params, segment=4)
     assert tokens == one_go.tokens
     assert reasons == one_go.finish_reasons
     for a, b in zip(logprobs, one_go.logprobs):
