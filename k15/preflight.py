@@ -97,7 +97,7 @@ def preflight(cfg: ExperimentConfig) -> None:
     prompts_of: dict[str, set[str]] = {}
     for key, path in sets:
         records = read_prompt_set(path, fields, key)
-        prompts_of[key] = {r.prompt for r in records}
+        prompts_of[key] = {(r.prompt, r.images) for r in records}  # an image set may ask one question of many images
         RewardRegistry.from_config(cfg.rewards).check(records)  # a verifier for every prompt, usable tests for code
         representable(((f"prompt {r.id}", r.prompt) for r in records if not r.images), path)
         if key == "rl.prompt_path" and {"shortest_rs", "dpo"} & stages:
