@@ -262,7 +262,9 @@ class Sandbox:
                 log.warning("sandbox: isolation=rlimits as root: programs run as root, contained only by rlimits and "
                             "audit hooks; use it for trusted programs only")
             return self._start("rlimits")
-        modes = [wanted] if wanted != "auto" else ["namespaces", "userns"] if self.is_root else ["userns"]
+        # As root a user namespace maps the program to the host's root, whom RLIMIT_NPROC does not limit:
+        # root gets "namespaces" (slot uids) or nothing
+        modes = [wanted] if wanted != "auto" else ["namespaces"] if self.is_root else ["userns"]
         failures = []
         for mode in modes:
             why = self._try(mode)
@@ -279,6 +281,8 @@ class Sandbox:
         """None when `mode` works here, else why not."""
         if mode == "namespaces" and not self.is_root:
             return "namespaces: needs root"
+        if mode == "userns" and self.is_root:
+            return "userns: not as root (the program would be the host's root, exempt from the process limit); use namespaces"
         key = (mode, os.geteuid(), self.python)
         if key in _UNAVAILABLE:
             return _UNAVAILABLE[key]

@@ -107,7 +107,9 @@ def mount(source, target, fstype, flags, data=None) -> None:
 
 
 def bind(source: str, target: str, writable: bool = False, devices: bool = False) -> None:
-    mount(source, target, None, MS_BIND | MS_REC)
+    # Not recursive: the read-only remount below applies to this mount only, so a mount below `source`
+    # (a writable /usr/local, a setuid-able NFS prefix) would keep its own flags: leave submounts out.
+    mount(source, target, None, MS_BIND)
     copied = os.statvfs(target).f_flag
     flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if writable else MS_RDONLY) | (0 if devices else MS_NODEV)
     flags |= sum(ms for st, ms in LOCKED_FLAGS.items() if copied & st)
@@ -250,6 +252,18 @@ def run_program(guard: bool) -> None:
     os._exit(code)
 
 
+KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)  # the keyctl syscall (libc has no wrapper)
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def leave_session_keyring() -> None:
+    """A new, empty session keyring: the trainer's (Kerberos / AFS tokens on a cluster) stays out of reach."""
+    if KEYCTL is None:
+        raise OSError(f"no keyctl syscall number for {os.uname().machine}: cannot leave the session keyring")
+    if libc.syscall(KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:  # success: the new keyring's serial
+        check(-1, "keyctl(join_session_keyring)")
+
+
 def become_program(cfg: dict, report_fd: int) -> None:
     """In the forked child: limits, jail, drop privileges, then run the program. Never returns.
 
@@ -268,6 +282,7 @@ def become_program(cfg: dict, report_fd: int) -> None:
             os.setgid(cfg["uid"])
             os.setuid(cfg["uid"])
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
+        leave_session_keyring()
         set_limits(cfg)
         if cfg["isolation"] == "userns":
             drop_capabilities()

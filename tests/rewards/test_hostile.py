@@ -10,6 +10,7 @@ The files a program attacks are made by the user running the sandbox, so as that
 own files (as in the issue: "deleted the user's own files outside its working directory").
 """
 
+import ctypes
 import os
 import shutil
 import socket
@@ -236,6 +237,36 @@ def test_reading_the_trainers_files(sandbox):
         assert secret not in sandbox.run(attack).stdout
     finally:
         shutil.rmtree(home)
+
+
+KEYCTL, ADD_KEY = {"x86_64": (250, 248), "aarch64": (219, 217)}.get(os.uname().machine, (None, None))
+SESSION_KEYRING = -3  # KEY_SPEC_SESSION_KEYRING
+
+
+@both_users
+def test_reading_the_trainers_session_keyring(sandbox):
+    """On a cluster the session keyring holds Kerberos / AFS tokens: a program gets an empty one of its own."""
+    if KEYCTL is None:
+        pytest.skip(f"no keyctl syscall numbers for {os.uname().machine} in this test")
+    libc = ctypes.CDLL(None, use_errno=True)
+    secret = f"token-{uuid.uuid4().hex}".encode()
+    name = f"k15-test-{uuid.uuid4().hex[:8]}".encode()
+    key = libc.syscall(ADD_KEY, b"user", name, secret, len(secret), SESSION_KEYRING)
+    assert key > 0, os.strerror(ctypes.get_errno())  # the trainer holds the key in its session keyring
+    attack = program(f"""
+        import ctypes
+        libc = ctypes.CDLL(None)
+        key = libc.syscall({KEYCTL}, 10, {SESSION_KEYRING}, b"user", {name!r}, 0)  # KEYCTL_SEARCH
+        buf = ctypes.create_string_buffer(256)
+        n = libc.syscall({KEYCTL}, 11, key, buf, 256)  # KEYCTL_READ
+        print(key, buf.raw[:max(n, 0)])
+    """)
+    try:
+        r = sandbox.run(attack)
+        assert r.status == "ok" and secret.decode() not in r.stdout + r.stderr, r
+        assert r.stdout.startswith("-1 ")  # the search finds nothing: the program's keyring is empty
+    finally:
+        libc.syscall(KEYCTL, 3, key)  # KEYCTL_REVOKE
 
 
 @both_users

@@ -19,8 +19,9 @@ import pytest
 from k15.errors import ConfigError
 from k15.rewards import sandbox as sandbox_module
 from k15.rewards.__main__ import main as rewards_cli
-from k15.rewards.sandbox import SandboxError, SandboxLimits, sandbox_python
+from k15.rewards.sandbox import Sandbox, SandboxError, SandboxLimits, sandbox_python
 from tests.rewards.unprivileged import SYSTEM_PYTHON, as_user, user_sandbox, without_user_namespaces
+from tests.rewards_helpers import FAST
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="drops root's privileges to act as another user")
 
@@ -171,3 +172,12 @@ def test_run_code_as_a_user_contains_the_two_escapes_of_the_issue():
 
     verdicts, intact = as_user(body)
     assert verdicts == {"delete": (0, 0), "write": (0, 0)} and intact
+
+
+@needs_root
+def test_userns_as_root_is_refused_for_the_process_limit():
+    """As root a user namespace maps the program to the host's root, whom RLIMIT_NPROC does not limit (a
+    fork bomb would meet only the wall time): root runs "namespaces", or nothing."""
+    with pytest.raises(SandboxError, match=r"userns: not as root \(the program would be the host's root, exempt "
+                                           r"from the process limit\); use namespaces"):
+        Sandbox(SandboxLimits(**{**FAST, "isolation": "userns"}))
