@@ -239,6 +239,25 @@ def test_reading_the_trainers_files(sandbox):
         shutil.rmtree(home)
 
 
+@both_users
+def test_every_bound_path_is_read_only_and_nosuid(sandbox):
+    """File permissions alone would stop most writes (the program's uid owns nothing of the host's), but under
+    userns a bound interpreter in the user's own home would be the program's own: the mounts must say read-only."""
+    attack = program("""
+        import os, sys
+        for path in sorted({"/usr", "/bin", "/lib", sys.base_prefix, os.path.dirname(sys.executable)}):
+            if os.path.exists(path):
+                flags = os.statvfs(path).f_flag
+                print(path, bool(flags & os.ST_RDONLY), bool(flags & os.ST_NOSUID))
+        print("/work", bool(os.statvfs("/work").f_flag & os.ST_RDONLY))
+    """)
+    r = sandbox.run(attack)
+    lines = r.stdout.splitlines()
+    assert r.status == "ok" and len(lines) >= 3, r
+    assert all(line.endswith("True True") for line in lines[:-1]), lines
+    assert lines[-1] == "/work False"  # the one writable place
+
+
 KEYCTL, ADD_KEY = {"x86_64": (250, 248), "aarch64": (219, 217)}.get(os.uname().machine, (None, None))
 SESSION_KEYRING = -3  # KEY_SPEC_SESSION_KEYRING
 
