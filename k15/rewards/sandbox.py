@@ -40,6 +40,7 @@ RLIMIT_FSIZE per file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import marshal
 import os
@@ -175,7 +176,10 @@ class _Server:
         if not hello.get("ready"):
             self.stop()
             if "error" in hello:  # the server ran and the kernel said no
-                raise IsolationUnavailable(f"sandbox setup failed: {hello['error']}")
+                error = IsolationUnavailable(f"sandbox setup failed: {hello['error']}")
+                # no permission is for good; a full table (ENOSPC: user namespaces at their maximum) may pass
+                error.permanent = hello.get("errno") in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENOSYS)
+                raise error
             raise SandboxError("sandbox setup failed: no answer")
 
     def request(self, cfg: dict, isolation: str, timeout: float) -> dict:
@@ -290,8 +294,9 @@ class Sandbox:
             self._start(mode)
             return None
         except IsolationUnavailable as exc:
-            _UNAVAILABLE[key] = f"{mode}: {exc}"
-            why = _UNAVAILABLE[key]
+            why = f"{mode}: {exc}"
+            if getattr(exc, "permanent", True):  # remembered: later sandboxes refuse without probing again
+                _UNAVAILABLE[key] = why
         except SandboxError as exc:
             why = f"{mode}: {exc}"
         _stop_servers(self._servers)

@@ -434,7 +434,7 @@ def main() -> None:
             build_jail(setup["root"], runtime_binds())
     except OSError as exc:
         why = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror or str(exc)
-        send(marshal.dumps({"error": why}))  # e.g. "unshare(user): Operation not permitted"
+        send(marshal.dumps({"error": why, "errno": exc.errno}))  # e.g. "unshare(user): Operation not permitted"
         return
     send(marshal.dumps({"ready": True}))
     while header := read_exact(0, 4):
