@@ -142,11 +142,10 @@ def _content(prompt: str) -> str | list[dict]:
 
 
 def image_text(tok: PreTrainedTokenizerBase, model) -> str:
-    """How one image is written in a raw prompt for `model`: its image token, inside the vision start / end
-    tokens where the family has them (Qwen2-VL, Qwen2.5-VL)."""
-    config = getattr(getattr(model, "model", None), "config", None)  # a transformers VLM's own config
-    ids = [getattr(config, "vision_start_token_id", None), model.image_token_id, getattr(config, "vision_end_token_id", None)]
-    return "".join(tok.convert_ids_to_tokens([i for i in ids if i is not None]))
+    """How one image is written in a raw prompt for `model`: its image token, inside the family's marks
+    (Qwen-VL's vision start / end: k15.models.hf_vlm.image_marks; k15's own VLM has none)."""
+    before, after = getattr(model, "image_marks", ((), ()))
+    return "".join(tok.convert_ids_to_tokens([*before, model.image_token_id, *after]))
 
 
 @functools.lru_cache(maxsize=16)  # rendered once per format and tokenizer, not once per example

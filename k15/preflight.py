@@ -48,6 +48,7 @@ def preflight(cfg: ExperimentConfig) -> None:
     attn_problem = check_attn_implementation(m.attn_implementation, cfg.trainer.accelerator)
     if attn_problem:
         raise ConfigError(f"model.attn_implementation: {attn_problem}")
+    kind = None  # of the starting checkpoint: k15_vlm, hf_vlm or text
     if m.init_from:
         check_model_dir(m.init_from, "model.init_from", tokenizer=not m.tokenizer)
         kind = model_kind(m.init_from)  # a vision-language family k15 does not run: one line, now
@@ -64,11 +65,11 @@ def preflight(cfg: ExperimentConfig) -> None:
                                   f"({context} positions); lower model.max_seq_len")
     if m.tokenizer:
         check_tokenizer_dir(m.tokenizer, "model.tokenizer")
-    if m.init_from and model_kind(m.init_from) == "k15_vlm":
+    if kind == "k15_vlm":
         return  # the synthetic image tasks and k15's VLM checkpoints are checked by their stages
     tok = load_tokenizer(m.tokenizer or m.init_from)
     facts = None  # a transformers VLM without its weights: images count as the tokens its processor makes
-    if m.init_from and model_kind(m.init_from) == "hf_vlm":
+    if kind == "hf_vlm":
         from k15.models.hf_vlm import hf_vlm_facts
 
         facts = hf_vlm_facts(m.init_from)

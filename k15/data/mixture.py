@@ -440,13 +440,13 @@ class PretrainDataModule(L.LightningDataModule):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        image_marks: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),  # see tokenize_document
     ):
         super().__init__()
         cfg.validate()
         self.tok, self.cfg, self.seed = tok, cfg, seed
         self.image_processor, self.tokens_per_image = image_processor, tokens_per_image
-        self.image_token_id = image_token_id
-        self.image_marks = ((), ())  # set by for_model from a transformers VLM (k15.models.hf_vlm.image_marks)
+        self.image_token_id, self.image_marks = image_token_id, image_marks
         self.rank, self.world_size = rank, world_size
         self.skip_batches = 0
 
@@ -454,10 +454,8 @@ class PretrainDataModule(L.LightningDataModule):
     def for_model(cls, model, tok: PreTrainedTokenizerBase, cfg: MixtureConfig, seed: int = 0,
                   rank: int | None = None, world_size: int | None = None) -> PretrainDataModule:
         """Image processing and placeholder counts from the model (k15 VLM or hf_vlm wrapper)."""
-        data = cls(tok, cfg, model.image_processor(), model.tokens_per_image, model.image_token_id, seed, rank,
-                   world_size)
-        data.image_marks = getattr(model, "image_marks", ((), ()))  # the model's own image text around each run
-        return data
+        return cls(tok, cfg, model.image_processor(), model.tokens_per_image, model.image_token_id, seed, rank,
+                   world_size, image_marks=getattr(model, "image_marks", ((), ())))  # Qwen-VL's vision start / end
 
     def resume_from(self, batches: int) -> None:
         """Skip the first `batches` batches of the stream (deterministic fast-forward on resume)."""

@@ -14,7 +14,7 @@ How: the decoder runs in the engine unchanged. Only the prefill differs: after t
 looked up the token embeddings of a chunk of left-padded prompts, the image features (tower +
 projector) replace the rows at the placeholder positions -- exactly what `VisionLanguageModel.embed`
 does for a forward pass. They are computed once per `generate` call: for k15's VLM every distinct
-image at once, batched by size; for an hf_vlm wrapper once per distinct prompt (see Models). The
+image at once, batched by size; for an hf_vlm wrapper once per distinct set of images (see Models). The
 sampler, stop tokens, limits, repeat rule and T=1 log-probs are the engine's own, with one change:
 the `<image>` token is never sampled (its logit is -inf). A placeholder in a response would have no
 image behind it, so the trainer's forward on prompt + response would fail; the returned log-probs
@@ -29,8 +29,9 @@ embedding_softmax projector mixes the live decoder embedding rows). So after a t
 Models: k15's VisionLanguageModel, and k15.models.hf_vlm wrappers of LLaVA, Mistral3, Qwen2-VL and
 Qwen2.5-VL checkpoints whose language model is Llama/Qwen2-shaped (the engine's decoder). For those,
 the prompt embeddings are the checkpoint's own: its forward runs up to its language model, where a
-hook takes the spliced `inputs_embeds` and stops it. That runs once per distinct (ids, images) pair
-in a `generate` call, so the k samples of a prompt share one run.
+hook takes the spliced `inputs_embeds` and stops it. That runs once per distinct set of image objects
+in a `generate` call (the features at the placeholders do not depend on the text), so the k samples of
+a prompt and its continued partial rollouts share one run; the other rows take only the rope index.
 
 M-RoPE (Qwen2-VL / Qwen2.5-VL): their decoder rotates by 3D positions (t, h, w).
 1. Prefill: the same hook takes the checkpoint's own `position_ids` [3, 1, T] (its rope index of
