@@ -77,19 +77,28 @@ def load_model_and_tokenizer(
         tok = load_tokenizer(cfg.tokenizer)
         return build_decoder(cfg, tok), tok
     key = "init_from" if init_from else "model.init_from"
-    # Every part checked before the (possibly large) weights are read.
-    check_model_dir(source, key, tokenizer=cfg.tokenizer is None)
-    if cfg.tokenizer is not None:
-        check_tokenizer_dir(cfg.tokenizer, "model.tokenizer")
+    check_source(cfg, source, key)
     model = load_decoder(source, cfg.attn_implementation, key)
-    tok_dir, tok_key = (cfg.tokenizer, "model.tokenizer") if cfg.tokenizer is not None else (source, key)
-    tok = load_tokenizer(tok_dir, tok_key)
+    tok, tok_dir = tokenizer_of(cfg, source, key)
     embedding_rows = model.get_input_embeddings().weight.shape[0]
     if embedding_rows < len(tok):
         raise CheckpointError(
             f"tokenizer in {tok_dir} has {len(tok)} tokens but the model in {source} embeds only {embedding_rows}"
         )
     return model, tok
+
+
+def check_source(cfg: ModelConfig, source: str | Path, key: str) -> None:
+    """Every part of a starting checkpoint (and of `model.tokenizer`) checked before the weights are read."""
+    check_model_dir(source, key, tokenizer=cfg.tokenizer is None)
+    if cfg.tokenizer is not None:
+        check_tokenizer_dir(cfg.tokenizer, "model.tokenizer")
+
+
+def tokenizer_of(cfg: ModelConfig, source: str | Path, key: str) -> tuple[PreTrainedTokenizerBase, str | Path]:
+    """The tokenizer a checkpoint runs with (`model.tokenizer`, else its own) and the directory it came from."""
+    tok_dir, tok_key = (cfg.tokenizer, "model.tokenizer") if cfg.tokenizer is not None else (source, key)
+    return load_tokenizer(tok_dir, tok_key), tok_dir
 
 
 def export(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:

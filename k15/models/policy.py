@@ -21,11 +21,10 @@ from transformers import PreTrainedTokenizerBase
 from k15.config import ModelConfig
 from k15.distributed import barrier, full_weights, is_rank_zero
 from k15.errors import CheckpointError
-from k15.models.checkpoint_dir import check_model_dir, check_tokenizer_dir
-from k15.models.decoder import EXPORT_PROBE, export, load_model_and_tokenizer
+from k15.models.decoder import EXPORT_PROBE, check_source, export, load_model_and_tokenizer, tokenizer_of
 from k15.models.hf_vlm import FAMILIES, HFVisionLanguageModel, load_hf_vlm
 from k15.models.vlm import VisionLanguageModel, is_vlm_dir, load_vlm, save_vlm
-from k15.tokenizer import check_tokenizer_roundtrip, load_tokenizer
+from k15.tokenizer import check_tokenizer_roundtrip
 
 VLM_MODULES = (VisionLanguageModel, HFVisionLanguageModel)
 
@@ -69,12 +68,9 @@ def load_policy(cfg: ModelConfig, source: str | Path | None, key: str | None = N
 
 def load_hf_policy(cfg: ModelConfig, source: str | Path, key: str) -> tuple[HFVisionLanguageModel, PreTrainedTokenizerBase]:
     """A transformers VLM directory: every part checked by file name first, then loaded."""
-    check_model_dir(source, key, tokenizer=cfg.tokenizer is None)
-    if cfg.tokenizer is not None:
-        check_tokenizer_dir(cfg.tokenizer, "model.tokenizer")
+    check_source(cfg, source, key)
     model = load_hf_vlm(source, cfg.attn_implementation)
-    tok_dir, tok_key = (cfg.tokenizer, "model.tokenizer") if cfg.tokenizer is not None else (source, key)
-    tok = load_tokenizer(tok_dir, tok_key)
+    tok, tok_dir = tokenizer_of(cfg, source, key)
     if model.tower_type == "pixtral" and "[IMG_BREAK]" in tok.get_vocab():
         # Pixtral's processor writes each image as rows of [IMG] ended by [IMG_BREAK] and a final [IMG_END];
         # k15 writes one flat run (the layout of its own exports), so a real checkpoint would see foreign prompts
