@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from k15.config import VISION_STAGES, ExperimentConfig, to_yaml
+from k15.config import RM_STAGES, VISION_STAGES, ExperimentConfig, to_yaml
 from k15.eval.curves import overlay
 from k15.runs import write_text_atomic
 
@@ -22,6 +22,7 @@ STAGE_SECTIONS = {
     "sft": ("model", "world", "trainer", "sft", "data"),
     "rl": ("model", "world", "trainer", "rl", "vlm", "data", "rewards"),
     **{stage: ("model", "world", "trainer", "vlm", stage) for stage in VISION_STAGES},
+    **{stage: ("model", "world", "trainer", "data", "reward_model") for stage in RM_STAGES},
 }
 
 

@@ -344,12 +344,30 @@ class RewardModelConfig:
 
 
 @dataclass
+class RMRewardConfig:
+    """A learned reward model as the RL reward of some domains (k15.reward_models.judge): `rewards.rm.*`.
+
+    The prompts of `domains` get the RM's verdict as their reward; their own verifier still runs, as the
+    ground truth that `reward/rm_disagreement` compares against (eval always uses the verifiers)."""
+
+    kind: str = "none"  # none | classic_rm | cot_rm
+    path: str | None = None  # a stage of this run (classic_rm / cot_rm) or a reward-model directory
+    domains: list[str] = field(default_factory=lambda: ["freeform"])  # record domains (or extra.verifier) it judges
+    threshold: float = 0.5  # classic_rm: P(correct) at or above this is a correct verdict
+    batch_size: int = 64  # judge prompts per forward / generation batch
+    max_new_tokens: int = 96  # cot_rm: rationale + verdict
+    prompt_template: str | None = None  # how the RM reads an example; None: k15's "q: {question} ref: {reference} resp: {response} judge:"
+    probe: bool = True  # before RL: stop in one line when not one of the RM's verdicts on 8 references parses
+
+
+@dataclass
 class RewardConfig:
-    """The verifiers' settings: the code sandbox's limits, math equivalence, code scoring."""
+    """The verifiers' settings: the code sandbox's limits, math equivalence, code scoring; an optional learned RM."""
 
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     math: MathConfig = field(default_factory=MathConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
+    rm: RMRewardConfig = field(default_factory=RMRewardConfig)
 
 
 @dataclass
@@ -470,7 +488,12 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str],
             close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
             hint = f"; did you mean: {', '.join(close)}" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint}")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:  # not YAML ("Q: {question} A: {response}"): a string field takes it as written
+            value = raw
+        if not isinstance(value, (str, type(None))) and _type_name(cfg, key) in ("str", "str | None", "Optional[str]"):
+            value = raw  # a string field takes text that YAML would read as a number, a list or a mapping, as written
         try:
             OmegaConf.update(node, key, value, merge=False)
         except OmegaConfBaseException:
@@ -761,6 +784,21 @@ def validate(cfg: ExperimentConfig) -> None:
                  f"{stage}: reward_model.{key} '{source}' is neither a model stage that runs before it nor a directory")
         need(stage == "rm_data" or "rm_data" in cfg.stages[: cfg.stages.index(stage)],
              f"stages: {stage} trains on RUN/rm_data, so rm_data must run before it")
+    rr = cfg.rewards.rm
+    need(rr.kind in ("none", "classic_rm", "cot_rm"), f"rewards.rm.kind must be none, classic_rm or cot_rm, got '{rr.kind}'")
+    if rr.kind != "none":
+        need(rr.path is not None, f"rewards.rm.kind={rr.kind} needs rewards.rm.path (a {rr.kind} stage of this run or "
+             "a reward-model directory)")
+        need(bool(rr.domains), "rewards.rm.domains must name at least one domain")
+        need(0.0 < rr.threshold < 1.0, f"rewards.rm.threshold must be in (0, 1), got {rr.threshold}")
+        need(rr.batch_size > 0 and rr.max_new_tokens > 0, "rewards.rm.batch_size and max_new_tokens must be > 0")
+        if rr.path in RM_STAGES and "rl" in cfg.stages:  # (the RM rewards the rl stage only, not l2s_rl)
+            need(rr.path != "rm_data", "rewards.rm.path cannot be rm_data (it writes examples, not a model)")
+            need(rr.path in cfg.stages[: cfg.stages.index("rl")] or Path(rr.path).is_dir(),
+                 f"rewards.rm.path '{rr.path}' is a stage that does not run before rl")
+        if rr.prompt_template is not None:
+            for name in ("{question}", "{reference}", "{response}"):
+                need(name in rr.prompt_template, f"rewards.rm.prompt_template must contain {name}")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))

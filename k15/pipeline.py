@@ -31,7 +31,7 @@ from k15.models.decoder import num_parameters
 from k15.models.policy import export_policy, is_vlm, load_policy
 from k15.models.vlm import VisionLanguageModel
 from k15.long2short.stages import run_dpo, run_l2s_rl, run_merge, run_shortest_rs
-from k15.reward_models.pipeline_stages import RM_STAGES
+from k15.reward_models.pipeline_stages import RM_STAGES, judge_for_rl
 from k15.modules.pretrain import PretrainModule
 from k15.modules.rl import RLModule
 from k15.modules.sft import SFTModule
@@ -75,7 +75,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] |
     exports = dict(exports or {})
     if cfg.model.init_from:
         exports["init"] = Path(cfg.model.init_from)
-    trained = [p for name, p in exports.items() if name != "init"]
+    trained = [p for name, p in exports.items() if name in CHAIN_STAGES]  # not a reward model's export
     current: Path | None = trained[-1] if trained else None
     for stage in cfg.stages:
         if resume and stage in summary.data["stages"]:
@@ -102,7 +102,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] |
             current = train_sft(cfg, run_dir, current, ckpt_path=ckpt)
             exports[stage] = current
         elif stage == "rl":
-            current = train_rl(cfg, run_dir, current, ckpt)
+            current = train_rl(cfg, run_dir, current, ckpt, exports=exports)
             exports[stage] = current
         elif stage in LONG2SHORT_STAGES:  # these start from long2short.long_model, not the chain
             exports[stage] = LONG2SHORT_STAGES[stage](cfg, run_dir, exports)
@@ -156,7 +156,8 @@ def train_sft(cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, stag
 
 
 def train_rl(
-    cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None, stage: str = "rl"
+    cfg: ExperimentConfig, run_dir: Path, init_from: Path | None, ckpt_path: Path | None = None, stage: str = "rl",
+    exports: dict[str, Path] | None = None,
 ) -> Path:
     L.seed_everything(cfg.run.seed, verbose=False)
     model, tok = load_policy(cfg.model, init_from)
@@ -183,9 +184,10 @@ def train_rl(
     check_prompt_lengths(data.records, tok, r.max_new_tokens, cfg.model.max_seq_len, prompt_path or "synthetic prompt set",
                          model, chat)
     write_prompt_set(data.records, stage_dir / "prompts.jsonl")  # what this run trained on, for the record
+    judge = judge_for_rl(cfg, exports or {}, data.records) if stage == "rl" else None  # rewards.rm
     module = RLModule(
         model, tok, data.records, r, cfg.model.max_seq_len, cfg.run.seed, cfg.trainer.max_nonfinite_in_a_row, cfg.rewards,
-        chat,
+        chat, judge,
     )
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
     trainer = make_trainer(

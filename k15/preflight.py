@@ -8,6 +8,7 @@
        `pretrain.data_path`, through the `data.*` field mapping (a bad row names its file and line,
        rows without a gold answer are counted), with a verifier for every prompt and text the
        tokenizer can represent
+    4. a reward model directory (`rewards.rm.path`): present, and a reward model of `rewards.rm.kind`
 
 A problem is one K15Error line; nothing has been written yet. The stages read the files again when
 they run (cheap next to training), so a preflight never changes what a stage does.
@@ -65,6 +66,11 @@ def preflight(cfg: ExperimentConfig) -> None:
                                   f"({context} positions); lower model.max_seq_len")
     if m.tokenizer:
         check_tokenizer_dir(m.tokenizer, "model.tokenizer")
+    rm = cfg.rewards.rm
+    if rm.kind != "none" and "rl" in cfg.stages and rm.path not in cfg.stages:  # a directory: the right kind of RM?
+        from k15.reward_models.checkpoints import read_marker
+
+        read_marker(rm.path, rm.kind.removesuffix("_rm"), "rewards.rm.path", foreign_ok=True)
     if kind == "k15_vlm":
         return  # the synthetic image tasks and k15's VLM checkpoints are checked by their stages
     tok = load_tokenizer(m.tokenizer or m.init_from)

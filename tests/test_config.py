@@ -13,6 +13,20 @@ def test_override_coerces_types():
     assert cfg.run.dir == "/tmp/x"
 
 
+def test_string_fields_take_text_that_yaml_would_read_otherwise():
+    template = "Question: {question} Reference: {reference} Answer: {response}"  # not YAML at all
+    cfg = apply_overrides(base(), [f"rewards.rm.prompt_template={template}", "run.name=12", "rl.prompt_path=[a]",
+                                   "rewards.rm.kind=classic_rm", "rewards.rm.path=/models/rm"])
+    assert cfg.rewards.rm.prompt_template == template and cfg.run.name == "12" and cfg.rl.prompt_path == "[a]"
+    assert apply_overrides(base(), ["rl.prompt_path=null"]).rl.prompt_path is None
+    with pytest.raises(ConfigError, match=r"rewards.rm.prompt_template must contain \{reference\}"):
+        apply_overrides(base(), ["rewards.rm.kind=classic_rm", "rewards.rm.path=/m", "rewards.rm.prompt_template=Q: {question} {response}"])
+    with pytest.raises(ConfigError, match="rewards.rm.kind=cot_rm needs rewards.rm.path"):
+        apply_overrides(base(), ["rewards.rm.kind=cot_rm"])
+    with pytest.raises(ConfigError, match="rewards.rm.path 'cot_rm' is a stage that does not run before rl"):
+        apply_overrides(base(), ["rewards.rm.kind=cot_rm", "rewards.rm.path=cot_rm", "stages=[rl]"])
+
+
 def test_unknown_key_names_key_and_closest():
     with pytest.raises(ConfigError) as err:
         apply_overrides(base(), ["sft.max_step=3"])

@@ -26,6 +26,7 @@ RM_SMOKE = [
     "reward_model.classic.max_steps=2", "reward_model.classic.batch_size=8",
     "reward_model.cot.max_steps=2", "reward_model.cot.batch_size=8",
     "reward_model.max_len=160", "reward_model.judge_max_new_tokens=8",
+    "rewards.rm.probe=false", "rewards.rm.max_new_tokens=8",  # a 2-step CoT RM writes no verdict yet
 ]
 
 # Every section at a size that runs in seconds, for running each experiment file end to end.

@@ -363,6 +363,16 @@ def synthetic_prompt_set(world: WorldConfig, n: int, seed: int) -> list[PromptRe
     return [PromptRecord(p.id, p.prompt, p.answer, p.level, "arithmetic") for p in problems]
 
 
+def freeform_prompt_set(n: int, split: str, levels: range, heldout_fraction: float, seed: int,
+                        unit_share: float = 0.5) -> list[PromptRecord]:
+    """`n` free-form questions of `split` (k15.synthetic.freeform), domain freeform: the answer is the
+    reference ("eight apples"), judged by the free-form checker or a learned reward model (rewards.rm)."""
+    from k15.synthetic.freeform import sample_freeform
+
+    return [PromptRecord(fp.id, fp.question, fp.reference, fp.problem.level, "freeform")
+            for fp in sample_freeform(n, split, levels, heldout_fraction, seed, unit_share, distinct=True)]
+
+
 class PromptDataModule(L.LightningDataModule):
     """The RL prompt set. Its loader yields only iteration numbers: the RLModule draws the prompts
     itself at the start of each iteration, so the sampler sees the latest success rates and its

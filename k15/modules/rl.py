@@ -69,6 +69,7 @@ class RLModule(L.LightningModule):
         max_nonfinite_in_a_row: int = 3,
         rewards: RewardConfig | None = None,
         chat: ChatFormat = RAW,
+        judge=None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -91,8 +92,9 @@ class RLModule(L.LightningModule):
             raise DataError(f"prompt {next(p.id for p in prompts if p.images)} has images, but the policy is a text model")
         self.verdicts: Counter[str] = Counter()  # every verifier decision so far, by reason
         self._last_reasons: dict[str, str] = {}  # sample id -> reason, for the logged rollouts
-        # The prompt's domain picks its verifier; the code sandbox starts on first use.
-        self.registry = RewardRegistry.from_config(rewards) if rewards is not None else RewardRegistry()
+        # The prompt's domain picks its verifier; the code sandbox starts on first use. `judge`: a learned
+        # reward model (rewards.rm) that rewards its domains' samples in place of their verifier.
+        self.registry = RewardRegistry.from_config(rewards or RewardConfig(), judge=judge)
         self._verifier_means: dict[str, float] = {}
         self.engine: RolloutEngine | None = None
         self.opt: torch.optim.Optimizer | None = None
@@ -247,7 +249,8 @@ class RLModule(L.LightningModule):
         shift another sample's reward. A response cut by length or stopped as a repeat has no final
         answer: its reward is `rl.truncated_reward` / `-rl.repeat.penalty`, and it is not correct."""
         c = self.cfg
-        verdicts = self.registry.score([(s.id, self.chat.response_text(self.tok, s.tokens), s.record) for s in rollout.samples])
+        verdicts = self.registry.score([(s.id, self.chat.response_text(self.tok, s.tokens), s.record) for s in rollout.samples],
+                                       judged={s.id for s in rollout.samples if s.finish_reason == "stop"})
         overrides = {"length": ("truncated", c.truncated_reward), "repeat": ("repeat", -c.repeat.penalty)}
         by_id: dict[str, tuple[float, bool]] = {}
         self._last_reasons = {}
@@ -263,6 +266,13 @@ class RLModule(L.LightningModule):
         for s, r in zip(rollout.samples, rewards.tolist()):
             by_verifier.setdefault(verifier_name(s.record), []).append(r)
         self._verifier_means = {f"reward/{name}_mean": sum(v) / len(v) for name, v in by_verifier.items()}
+        rm = self.registry.last_rm
+        if rm.get("judged"):  # reward hacking shows as a rising disagreement, mostly false positives
+            self._verifier_means["reward/rm_disagreement"] = rm["disagree"] / rm["judged"]
+            self._verifier_means["reward/rm_false_positive_frac"] = rm["false_positive"] / rm["judged"]
+            self._verifier_means["reward/rm_false_negative_frac"] = rm["false_negative"] / rm["judged"]
+            self._verifier_means["reward/rm_correct_frac"] = rm["rm_correct"] / rm["judged"]  # what RL is paid for
+            self._verifier_means["reward/truth_correct_frac"] = rm["truth_correct"] / rm["judged"]  # what is true
         return rewards, correct
 
     def shaped_advantages(

@@ -141,8 +141,8 @@ def export_classic_rm(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path
 
 
 def load_classic_rm(path: str | Path, key: str = "classic_rm", attn_implementation: str = "sdpa",
-                    batch_size: int = 64) -> ClassicRM:
-    read_marker(path, "classic", key)
+                    batch_size: int = 64, foreign_ok: bool = False) -> ClassicRM:
+    read_marker(path, "classic", key, foreign_ok)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32, attn_implementation=attn_implementation)

@@ -113,8 +113,8 @@ def export_cot_rm(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: st
 
 
 def load_cot_rm(path: str | Path, key: str = "cot_rm", attn_implementation: str = "sdpa", max_new_tokens: int = 96,
-                batch_size: int = 64, chat: ChatFormat = RAW) -> CoTRM:
-    read_marker(path, "cot", key)
+                batch_size: int = 64, chat: ChatFormat = RAW, foreign_ok: bool = False) -> CoTRM:
+    read_marker(path, "cot", key, foreign_ok)
     model = load_decoder(path, attn_implementation, key)
     return CoTRM(model, load_tokenizer(path, key), max_new_tokens, batch_size, chat)
 

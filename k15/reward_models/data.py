@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -31,11 +30,10 @@ from k15.chat import RAW, ChatFormat
 from k15.errors import DataError
 from k15.eval.evaluate import sample_responses
 from k15.reward_models.config import RMDataConfig
-from k15.rewards.rule import OK, extract_answer
+from k15.rewards.freeform import final_answer  # noqa: F401 -- re-exported: what the RMs judge
 from k15.synthetic.freeform import FreeformProblem, rationale, response, sample_freeform, truth
 
 SOURCES = ("rollout", "rewrite")
-_TAGS = re.compile(r"</?(?:think|answer)>")
 
 
 @dataclass(frozen=True)
@@ -52,17 +50,6 @@ class JudgeExample:
 def judge_prompt(ex: JudgeExample) -> str:
     """What both RMs read (the Classic RM scores it, the CoT RM continues it): question, reference, response."""
     return f"q: {ex.question} ref: {ex.reference} resp: {ex.response} judge:"
-
-
-def final_answer(response_text: str) -> str:
-    """The answer a response ends with: its one well-formed `<answer>` block, else the last line after its
-    thinking, without tags (so "<answer>7</answer><answer>8</answer>" is "7 8", which states no value, not "8")."""
-    answer, reason = extract_answer(response_text)
-    if reason == OK and not _TAGS.search(answer):
-        return answer
-    after_thinking = response_text.rsplit("</think>", 1)[-1]
-    lines = [line for line in _TAGS.sub(" ", after_thinking).splitlines() if line.strip()]
-    return " ".join(lines[-1].split()) if lines else ""
 
 
 def labelled(fp: FreeformProblem, answer: str, source: str, form: str) -> JudgeExample:

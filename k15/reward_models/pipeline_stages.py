@@ -7,6 +7,7 @@ Each takes (cfg, run_dir, exports, summary) and returns the directory it wrote:
 Training runs in the pipeline's Lightning trainer (TensorBoard under RUN/tb, step checkpoints, resume
 from RUN/<stage>/checkpoints/last.ckpt). After each RM, its agreement with the checker on
 RUN/rm_data/spotcheck.jsonl goes to summary.json under "reward_models" and is printed as a table.
+`judge_for_rl` loads the RM that `rewards.rm` names for the rl stage (a stage of this run or a directory).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from k15.config import ExperimentConfig
 from k15.reward_models.classic import load_classic_rm
 from k15.reward_models.cot import load_cot_rm
 from k15.reward_models.data import read_examples
+from k15.reward_models.judge import RewardJudge, load_judge, probe
 from k15.reward_models.spotcheck import agreement
 from k15.reward_models.stages import run_classic_rm, run_cot_rm, run_rm_data
 from k15.runs import Summary
@@ -90,6 +92,20 @@ def spotcheck_table(results: dict[str, dict]) -> Table:
         table.add_row(name, str(s["n"]), f"{s['accuracy']:.1%}", f"{s['wrong_precision']:.1%}",
                       f"{s['wrong_recall']:.1%}", str(s["unparsed"]))
     return table
+
+
+def judge_for_rl(cfg: ExperimentConfig, exports: dict[str, Path], records) -> RewardJudge | None:
+    """The reward model `rewards.rm` names, loaded and probed on the RL prompts `records`; None when
+    rewards.rm.kind is none. It reads its prompts the way its own checkpoint was tuned (data.chat_template)."""
+    rm = cfg.rewards.rm
+    if rm.kind == "none":
+        return None
+    path = _source(rm.path, exports)
+    judge = load_judge(rm, path, "rewards.rm.path", _chat(cfg, path), cfg.model.attn_implementation)
+    said = probe(judge, records) if rm.probe else []
+    checked = f" (probe: {sum(j.correct is True for j in said)} of {len(said)} references judged correct)" if said else ""
+    print(f"rl: the reward of {', '.join(sorted(judge.domains))} prompts comes from {rm.kind} {path}{checked}", flush=True)
+    return judge
 
 
 RM_STAGES = {"rm_data": rm_data, "classic_rm": classic_rm, "cot_rm": cot_rm}

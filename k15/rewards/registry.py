@@ -5,6 +5,11 @@ A record's `extra["verifier"]` (when present) or else its `domain` picks the ver
     math   equivalence with math-verify (k15.rewards.math)        domain: math
            the record's extra["answer_format"] (its prompt set's format) wins over rewards.math.answer_format
     code   the program passes the record's tests in the sandbox  domain: code
+    freeform  the final answer states the reference's value (k15.rewards.freeform)  domain: freeform
+A learned reward model (`judge`, k15.reward_models.judge; rewards.rm) replaces the reward of the
+prompts in its domains: their verifier still runs, as the ground truth, and `last_rm` counts, for
+the latest batch, how often the RM and the verifier disagree (RL logs it as reward/rm_disagreement).
+Its verdicts are counted as "<rm>/correct|wrong|unparsed"; an unparsed verdict is reward 0.
 A verifier that raises gives THAT sample reward 0 with reason "verifier_error", logged and counted;
 every other sample keeps its own verdict (rewards are looked up by id, never by position). Code
 samples run together in the sandbox pool, so their tests execute in parallel.
@@ -22,20 +27,26 @@ from k15.data.prompts import PromptRecord
 from k15.errors import DataError, K15Error
 from k15.rewards.answers import FORMATS
 from k15.rewards.code import CodeConfig, check_tests, extract_program, judge, reward_of
+from k15.rewards.freeform import verify_freeform
 from k15.rewards.math import MathConfig, verify_math
 from k15.rewards.rule import Verdict, verify
 from k15.rewards.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
 
-ALIASES = {"arithmetic": "rule", "general": "rule", "rule": "rule", "math": "math", "code": "code"}
+ALIASES = {"arithmetic": "rule", "general": "rule", "rule": "rule", "math": "math", "code": "code", "freeform": "freeform"}
 VERIFIER_ERROR = "verifier_error"
 
-__all__ = ["RewardConfig", "RewardRegistry", "Verdict", "VERIFIER_ERROR", "verifier_name"]
+__all__ = ["RewardConfig", "RewardRegistry", "Verdict", "VERIFIER_ERROR", "domain_of", "verifier_name"]
+
+
+def domain_of(record: PromptRecord) -> str:
+    """The name that picks a record's verifier (and, in rewards.rm.domains, the reward model)."""
+    return record.extra.get("verifier") or record.domain
 
 
 def verifier_name(record: PromptRecord) -> str:
-    name = record.extra.get("verifier") or record.domain
+    name = domain_of(record)
     if name not in ALIASES:
         raise DataError(f"prompt {record.id}: no verifier for {name!r} (known: {', '.join(sorted(ALIASES))})")
     return ALIASES[name]
@@ -48,6 +59,7 @@ class RewardRegistry:
         math: MathConfig | None = None,
         code: CodeConfig | None = None,
         sandbox: Sandbox | None = None,
+        judge=None,
     ):
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         self.math = math or MathConfig()
@@ -56,15 +68,19 @@ class RewardRegistry:
         self._owns_sandbox = sandbox is None
         self.counts: Counter = Counter()  # "verifier/reason" -> samples so far
         self._errors_said: set[str] = set()
+        self.judge = judge  # a k15.reward_models.judge.RewardJudge, or None: the verifiers give every reward
+        self.last_rm: dict[str, int] = {}  # the latest score(): judged, rm_correct, truth_correct, disagree, false_*
         self._text_verifiers: dict[str, Callable[[str, PromptRecord], Verdict]] = {
             "rule": lambda text, record: verify(text, record.answer),
             "math": lambda text, record: verify_math(text, record.answer, self.math, record.extra.get("answer_format")),
+            "freeform": lambda text, record: verify_freeform(text, record.answer),
         }
 
     @classmethod
-    def from_config(cls, cfg: RewardConfig, sandbox: Sandbox | None = None) -> RewardRegistry:
-        """`sandbox`: share a running one (its limits then apply) instead of starting one."""
-        return cls(sandbox_limits=cfg.sandbox, math=cfg.math, code=cfg.code, sandbox=sandbox)
+    def from_config(cls, cfg: RewardConfig, sandbox: Sandbox | None = None, judge=None) -> RewardRegistry:
+        """`sandbox`: share a running one (its limits then apply) instead of starting one; `judge`: a loaded
+        reward model for rewards.rm's domains (the caller loads it: evaluation never gets one)."""
+        return cls(sandbox_limits=cfg.sandbox, math=cfg.math, code=cfg.code, sandbox=sandbox, judge=judge)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -83,8 +99,9 @@ class RewardRegistry:
                 raise DataError(f"prompt {r.id}: unknown answer_format {r.extra['answer_format']!r} "
                                 f"(known: {', '.join(FORMATS)})")
 
-    def score(self, items: list[tuple[str, str, PromptRecord]]) -> dict[str, Verdict]:
-        """items: (sample_id, response_text, record). Returns a verdict for every sample id."""
+    def score(self, items: list[tuple[str, str, PromptRecord]], judged: set[str] | None = None) -> dict[str, Verdict]:
+        """items: (sample_id, response_text, record). Returns a verdict for every sample id. With a reward
+        model, the samples of its domains (among `judged`, default all) get its verdict instead."""
         ids = [sid for sid, _, _ in items]
         if len(set(ids)) != len(ids):
             raise K15Error(f"sample ids must be unique; repeated: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
@@ -110,7 +127,36 @@ class RewardRegistry:
                 self._set(verdicts, sid, "code", Verdict(reward_of(result, self.code), result.status, program))
             except Exception as exc:  # noqa: BLE001
                 self._error(verdicts, sid, "code", exc)
+        if self.judge is not None:
+            self._judge(items, verdicts, judged)
         return verdicts
+
+    def _judge(self, items: list[tuple[str, str, PromptRecord]], verdicts: dict[str, Verdict], judged: set[str] | None) -> None:
+        """The reward model's verdicts replace the verifier's for its domains; the disagreement is counted."""
+        from k15.reward_models.judge import example_of  # the RM code imports this package
+
+        mine = [(sid, text, r) for sid, text, r in items
+                if domain_of(r) in self.judge.domains and (judged is None or sid in judged)]
+        self.last_rm = {"judged": 0, "rm_correct": 0, "truth_correct": 0, "disagree": 0, "false_positive": 0,
+                        "false_negative": 0}
+        if not mine:
+            return
+        try:
+            said = self.judge.judge([example_of(r.prompt, r.answer, text) for _, text, r in mine])
+        except Exception as exc:  # noqa: BLE001 -- the RM failed on the batch: each of its samples is an error
+            for sid, _, _ in mine:
+                self._error(verdicts, sid, self.judge.name, exc)
+            return
+        for (sid, _, _), j in zip(mine, said):
+            truth = verdicts[sid].reward == 1.0
+            rm = bool(j.correct)  # unparsed (None) is reward 0
+            self.last_rm["judged"] += 1
+            self.last_rm["rm_correct"] += rm
+            self.last_rm["truth_correct"] += truth
+            self.last_rm["disagree"] += rm != truth
+            self.last_rm["false_positive"] += rm and not truth
+            self.last_rm["false_negative"] += truth and not rm
+            self._set(verdicts, sid, self.judge.name, Verdict(float(rm), j.reason, verdicts[sid].answer))
 
     def _start_code(self, text: str, record: PromptRecord) -> Verdict | tuple[str, list[Future], list[dict]]:
         tests = check_tests(record.tests, f"prompt {record.id}")

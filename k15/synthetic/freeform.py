@@ -168,10 +168,12 @@ def freeform_problem(problem: Problem, rng: random.Random, unit_share: float = 0
 
 
 def sample_freeform(n: int, split: str, levels: range, heldout_fraction: float, seed: int,
-                    unit_share: float = 0.5) -> list[FreeformProblem]:
-    """`n` free-form questions of `split` ("train" or "heldout"), deterministic in `seed`."""
+                    unit_share: float = 0.5, distinct: bool = False) -> list[FreeformProblem]:
+    """`n` free-form questions of `split` ("train" or "heldout"), deterministic in `seed`; `distinct`:
+    no chain twice (fewer come back when the levels run out, as in sample_problems)."""
     rng = random.Random(f"freeform/{seed}/{split}")
-    return [freeform_problem(p, rng, unit_share) for p in sample_problems(n, split, levels, heldout_fraction, seed)]
+    problems = sample_problems(n, split, levels, heldout_fraction, seed, distinct=distinct)
+    return [freeform_problem(p, rng, unit_share) for p in problems]
 
 
 # ------------------------------------------------------------------ responses
