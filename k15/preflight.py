@@ -78,7 +78,7 @@ def preflight(cfg: ExperimentConfig) -> None:
     if kind == "hf_vlm":
         from k15.models.hf_vlm import hf_vlm_facts
 
-        facts = hf_vlm_facts(m.init_from)
+        facts = hf_vlm_facts(m.init_from, tok=tok)  # the run's tokenizer: its ids of Pixtral's row markers
     chat = chat_format_of(cfg.data, tok, facts)
     context = (_model_context(Path(m.init_from)) if m.init_from else None) or m.max_seq_len
     fields = FieldMap.from_config(cfg.data)

@@ -1,6 +1,7 @@
-"""Write a toy-size checkpoint directory shaped like a researcher's Qwen2.5-VL / Qwen2-VL / LLaVA-1.5 download.
+"""Write a toy-size checkpoint directory shaped like a researcher's Qwen2.5-VL / Qwen2-VL / LLaVA-1.5 /
+Mistral-Small-3.1 (Mistral3) / Pixtral-12B (LLaVA with a Pixtral tower) download.
 
-    python tools/make_tiny_vlm_checkpoint.py OUT --family qwen2_5_vl|qwen2_vl|llava [--seed 0]
+    python tools/make_tiny_vlm_checkpoint.py OUT --family qwen2_5_vl|qwen2_vl|llava|mistral3|llava_pixtral [--seed 0]
 
     from tools.make_tiny_vlm_checkpoint import make_tiny_vlm_checkpoint
     path = make_tiny_vlm_checkpoint(tmp_path / "vlm", "qwen2_5_vl")
@@ -11,21 +12,34 @@ Real pieces at toy size, so tests exercise the code paths a real checkpoint take
            Qwen   <|endoftext|> (pad), <|im_start|>, <|im_end|> (eos), <|vision_start|>, <|vision_end|>,
                   <|image_pad|> (the image token), <|video_pad|>; no bos
            LLaVA  <s> (bos, added when encoding), </s> (eos), <image> (the image token), <pad> (pad)
+           Mistral3 / Pixtral-LLaVA  <s> (bos, added when encoding), </s> (eos), <pad> (pad), [INST],
+                  [/INST], [SYSTEM_PROMPT], [/SYSTEM_PROMPT], [IMG] (the image token), [IMG_BREAK],
+                  [IMG_END] (PixtralProcessor writes an image as rows of [IMG], each row ended by
+                  [IMG_BREAK], the last by [IMG_END])
     2. a chat template of the family's shape; message content is a string or a list of parts
        ({"type": "image"}, {"type": "text", "text": ...}):
            Qwen   ChatML turns, a default system turn, <|vision_start|><|image_pad|><|vision_end|> per image
            LLaVA  "USER: <image>\\n... ASSISTANT:" (images first in a turn, then its texts)
+           Mistral3 / Pixtral-LLaVA  Mistral-Small-3.1's: "<s>[INST]...[IMG]...[/INST]" (each image part is
+                  one [IMG] in place; a system turn, when given, as [SYSTEM_PROMPT]...[/SYSTEM_PROMPT])
     3. the image processor's files as the real downloads have them:
            Qwen   preprocessor_config.json (Qwen2VLImageProcessor: patch 8, merge 2, min_pixels 32*32,
                   max_pixels 64*64, so images stay between 4 and 16 image tokens)
            LLaVA  preprocessor_config.json (CLIPImageProcessor: shortest edge 32, 32x32 center crop)
                   and processor_config.json (LlavaProcessor: patch 8, "default" feature selection,
                   one extra CLS token), so AutoProcessor builds a LlavaProcessor
+           Mistral3 / Pixtral-LLaVA  preprocessor_config.json (PixtralImageProcessor: patch 8, the
+                  tower's, as Mistral-Small-3.1 writes its 14; longest edge 64) and processor_config.json
+                  (PixtralProcessor: patch 8, spatial_merge_size 2 for Mistral3 / 1 for Pixtral-LLaVA,
+                  the three image token names); the processor asks its image processor for sides that
+                  are multiples of patch x merge (16 / 8 px)
     4. a randomly initialised model (text: hidden 64, 2 layers, 4 heads of 16, 2 kv heads, 1024
        positions; vision: depth 2, hidden 32, patch 8; Qwen: merge 2, M-RoPE sections [2, 3, 3];
-       LLaVA: a CLIP tower reading 32x32 images, 16 image tokens) saved with save_pretrained in
-       bfloat16 safetensors (Qwen2-VL / Qwen2.5-VL ship bfloat16; LLaVA-1.5 ships float16, we use
-       bfloat16 for it too: the same dtype throughout), plus generation_config.json.
+       LLaVA: a CLIP tower reading 32x32 images, 16 image tokens; Mistral3: a Pixtral tower of any
+       size up to 64 px, a 2x2 patch merge, a Mistral text model without sliding window; Pixtral-LLaVA:
+       the same tower without a merge, LLaVA's projector with bias) saved with save_pretrained in
+       bfloat16 safetensors (Qwen2-VL / Qwen2.5-VL / Mistral3 ship bfloat16; LLaVA-1.5 ships float16,
+       we use bfloat16 for it too: the same dtype throughout), plus generation_config.json.
 The config's image_token_id is the tokenizer's id of the image token; the vocabulary is the
 tokenizer's, padded to `vocab_size`. Everything is a pure function of the arguments: the same seed
 writes the same files.
@@ -40,6 +54,7 @@ from pathlib import Path
 
 import torch
 from transformers import (CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                          Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig,
                           PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
                           Qwen2VLForConditionalGeneration)
 
@@ -50,13 +65,17 @@ if str(ROOT) not in sys.path:  # run as a script, `tools` is importable from the
 from tools.make_tiny_checkpoint import (DEFAULT_SYSTEM, MAX_POSITIONS, default_corpus, save_tokenizer,  # noqa: E402
                                         train_bpe)
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava")
+FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava", "mistral3", "llava_pixtral")
+PIXTRAL_FAMILIES = ("mistral3", "llava_pixtral")  # Pixtral towers, Mistral's tokenizer and PixtralProcessor
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 QWEN_SPECIALS = {"end_of_text": "<|endoftext|>", "turn_start": "<|im_start|>", "turn_end": "<|im_end|>",
                  "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>", "image": "<|image_pad|>",
                  "video": "<|video_pad|>"}
 LLAVA_SPECIALS = {"bos": "<s>", "eos": "</s>", "image": "<image>", "pad": "<pad>"}
+MISTRAL_SPECIALS = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "inst": "[INST]", "inst_end": "[/INST]",
+                    "system": "[SYSTEM_PROMPT]", "system_end": "[/SYSTEM_PROMPT]", "image": "[IMG]",
+                    "image_break": "[IMG_BREAK]", "image_end": "[IMG_END]"}
 
 # Qwen2-VL-Instruct's shape: ChatML turns, a default system turn when the messages have none, each
 # image part as <|vision_start|><|image_pad|><|vision_end|> in place, text parts as they are.
@@ -91,7 +110,30 @@ LLAVA_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
 
+# Mistral-Small-3.1 (Mistral3)'s shape: <s>, an optional [SYSTEM_PROMPT] turn, each user turn inside
+# [INST] ... [/INST] with one [IMG] per image part in place, each assistant turn followed by </s>; no
+# generation prompt (the response follows [/INST]). Pixtral-12B's template writes user turns the same way.
+MISTRAL_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{{- '[SYSTEM_PROMPT]' + message['content'] + '[/SYSTEM_PROMPT]' -}}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{{- '[INST]' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- elif part['type'] in ['image', 'image_url'] -%}{{- '[IMG]' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '[/INST]' -}}"
+    "{%- elif message['role'] == 'assistant' -%}{{- message['content'] + eos_token -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
 PATCH, MERGE, CLIP_SIZE = 8, 2, 32
+PIXTRAL_LONGEST_EDGE = 64
 MIN_PIXELS, MAX_PIXELS = 32 * 32, 64 * 64
 
 
@@ -101,7 +143,14 @@ MIN_PIXELS, MAX_PIXELS = 32 * 32, 64 * 64
 
 def make_tokenizer(family: str, vocab_size: int, seed: int) -> PreTrainedTokenizerFast:
     """The family's byte-level BPE with its specials, eos / pad / bos and chat template."""
-    if family == "llava":
+    if family in PIXTRAL_FAMILIES:
+        # Mistral's tekken tokenizer splits text with a cl100k-style regex (Llama-3's), digits in groups.
+        core = train_bpe(default_corpus(seed), "llama3", vocab_size, list(MISTRAL_SPECIALS.values()))
+        others = [t for k, t in MISTRAL_SPECIALS.items() if k not in ("bos", "eos", "pad")]
+        tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                      add_bos_token=True, extra_special_tokens=others)
+        tok.chat_template = MISTRAL_TEMPLATE
+    elif family == "llava":
         # Llama-2 (LLaVA-1.5's decoder) splits numbers into single digits, as Qwen2's regex does.
         core = train_bpe(default_corpus(seed), "qwen2", vocab_size, list(LLAVA_SPECIALS.values()))
         tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
@@ -123,6 +172,18 @@ def make_tokenizer(family: str, vocab_size: int, seed: int) -> PreTrainedTokeniz
 
 def processor_files(family: str) -> dict[str, dict]:
     """File name -> JSON content, with the fields the real downloads carry."""
+    if family in PIXTRAL_FAMILIES:
+        # the tower's patch size, as Mistral-Small-3.1's preprocessor_config.json writes its 14: PixtralProcessor
+        # asks for sides that are multiples of patch x spatial_merge_size when it calls it
+        image = {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                 "image_mean": CLIP_MEAN, "image_processor_type": "PixtralImageProcessor", "image_std": CLIP_STD,
+                 "patch_size": PATCH, "processor_class": "PixtralProcessor", "resample": 3,
+                 "rescale_factor": 1 / 255, "size": {"longest_edge": PIXTRAL_LONGEST_EDGE}}
+        processor = {"image_break_token": MISTRAL_SPECIALS["image_break"],
+                     "image_end_token": MISTRAL_SPECIALS["image_end"], "image_token": MISTRAL_SPECIALS["image"],
+                     "patch_size": PATCH, "processor_class": "PixtralProcessor",
+                     "spatial_merge_size": MERGE if family == "mistral3" else 1}
+        return {"preprocessor_config.json": image, "processor_config.json": processor}
     if family == "llava":
         image = {"crop_size": {"height": CLIP_SIZE, "width": CLIP_SIZE}, "do_center_crop": True,
                  "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
@@ -181,12 +242,37 @@ def llava_config(ids: dict[str, int], vocab_size: int) -> LlavaConfig:
                        pad_token_id=ids["pad"], tie_word_embeddings=False, dtype="bfloat16")
 
 
+def pixtral_config(family: str, ids: dict[str, int], vocab_size: int):
+    """Mistral-Small-3.1 (Mistral3: 2x2 merge, no projector bias) / Pixtral-12B (LLaVA: no merge, bias)'s
+    fields at toy size: a Pixtral tower (SiLU, axial RoPE) and a Mistral text model without sliding window."""
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 head_dim=16, image_size=PIXTRAL_LONGEST_EDGE, patch_size=PATCH, hidden_act="silu",
+                                 rope_parameters={"rope_type": "axial", "rope_theta": 10000.0})
+    text = MistralConfig(**TEXT, vocab_size=vocab_size, head_dim=TEXT["hidden_size"] // TEXT["num_attention_heads"],
+                         rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000000.0},
+                         bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+    common = dict(vision_config=vision, text_config=text, image_token_index=ids["image"], vision_feature_layer=-1,
+                  projector_hidden_act="gelu", tie_word_embeddings=False, dtype="bfloat16")
+    if family == "mistral3":
+        return Mistral3Config(**common, spatial_merge_size=MERGE, multimodal_projector_bias=False)
+    return LlavaConfig(**common, vision_feature_select_strategy="full", multimodal_projector_bias=True,
+                       pad_token_id=ids["pad"])
+
+
 def build_model(family: str, tok: PreTrainedTokenizerFast, vocab_size: int, seed: int):
-    specials = LLAVA_SPECIALS if family == "llava" else QWEN_SPECIALS
+    specials = (LLAVA_SPECIALS if family == "llava" else MISTRAL_SPECIALS if family in PIXTRAL_FAMILIES
+                else QWEN_SPECIALS)
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in specials.items()}
     vocab = max(vocab_size, len(tok))
     torch.manual_seed(seed)
-    if family == "llava":
+    if family in PIXTRAL_FAMILIES:
+        config = pixtral_config(family, ids, vocab)
+        model_class = Mistral3ForConditionalGeneration if family == "mistral3" else LlavaForConditionalGeneration
+        model = model_class(config)
+        model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                                                   pad_token_id=ids["pad"])
+    elif family == "llava":
         model = LlavaForConditionalGeneration(llava_config(ids, vocab))
         model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
                                                    pad_token_id=ids["pad"])
@@ -206,7 +292,7 @@ def make_tiny_vlm_checkpoint(out_dir: str | Path, family: str, seed: int = 0, vo
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(family, vocab_size, seed)
     build_model(family, tok, vocab_size, seed).save_pretrained(str(out))
-    save_tokenizer(tok, out, "PreTrainedTokenizerFast" if family == "llava" else "Qwen2Tokenizer")
+    save_tokenizer(tok, out, "Qwen2Tokenizer" if family in ("qwen2_5_vl", "qwen2_vl") else "PreTrainedTokenizerFast")
     for name, content in processor_files(family).items():
         (out / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
     return out

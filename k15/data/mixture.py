@@ -15,12 +15,12 @@ the paper are changes of `weights` over one `shards` table (language-only, then 
 vision share raised to 30%). Every source repeats forever.
 
 A document becomes `<bos> segment ... response <eos>`: text segments are tokenized, every image
-becomes `tokens_per_image(h, w)` placeholders (labels IGNORE) and its pixels (the model's
-ImageProcessor). A document longer than `seq_len` (or the shortest row of `seq_len_schedule`) is
-cut, never through an image (the images past the cut are dropped; a document whose first image does
-not fit is dropped and counted). Documents pass a shuffle buffer, then are packed greedily into rows
-of `seq_len` (k15.data.packing: positions restart per document, attention stays inside it), and
-`batch_size` rows make a batch:
+becomes the model's `image_tokens(h, w)` (its run of placeholders, or a Pixtral checkpoint's rows
+with their breaks; labels IGNORE) and its pixels (the model's ImageProcessor). A document longer
+than `seq_len` (or the shortest row of `seq_len_schedule`) is cut, never through an image (the
+images past the cut are dropped; a document whose first image does not fit is dropped and counted).
+Documents pass a shuffle buffer, then are packed greedily into rows of `seq_len` (k15.data.packing:
+positions restart per document, attention stays inside it), and `batch_size` rows make a batch:
 
     input_ids, labels, position_ids, doc_ids   [batch_size, seq_len]   (as k15.data.packing.pack_examples;
                     with a seq_len_schedule [rows, row length] = MixtureConfig.batch_shape(batch number))
@@ -175,7 +175,7 @@ def tokenize_document(
     doc: Document,
     tok: PreTrainedTokenizerBase,
     image_processor: Callable[[Image.Image], torch.Tensor],
-    tokens_per_image: Callable[[int, int], int],
+    image_tokens: Callable[[int, int], int | list[int]],
     image_token_id: int,
     max_len: int | None = None,
     train_on_prompt: bool = True,
@@ -184,8 +184,10 @@ def tokenize_document(
     """(ids, labels, pixels) of `<bos> segments response <eos>`, cut to `max_len` (never through an image).
 
     Returns None when not even the first image fits. `train_on_prompt=False` takes no loss on the
-    prompt segments (SFT); pretraining trains on every text token. `image_marks`: the ids a model writes
-    before and after each image's run (Qwen-VL's vision start / end), untrained like the run itself.
+    prompt segments (SFT); pretraining trains on every text token. `image_tokens(h, w)`: the model's
+    ids for one image (`model.image_tokens`), or a count: a flat run of that many `image_token_id`.
+    `image_marks`: the ids a model writes before and after each image's run (Qwen-VL's vision start /
+    end), untrained like the run itself.
     """
     ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
     labels = list(ids)
@@ -199,11 +201,13 @@ def tokenize_document(
             labels += piece if trained else [IGNORE] * len(piece)
         else:
             pixels = image_processor(seg)
-            n = tokens_per_image(pixels.shape[-2], pixels.shape[-1])
+            image = image_tokens(pixels.shape[-2], pixels.shape[-1])
+            image = [image_token_id] * image if isinstance(image, int) else list(image)
             before, after = image_marks
-            runs.append((len(ids), len(ids) + len(before) + n + len(after)))
-            ids += [*before, *[image_token_id] * n, *after]
-            labels += [IGNORE] * (len(before) + n + len(after))
+            piece = [*before, *image, *after]
+            runs.append((len(ids), len(ids) + len(piece)))
+            ids += piece
+            labels += [IGNORE] * len(piece)
             images.append(pixels)
     if tok.eos_token_id is not None:
         ids.append(tok.eos_token_id)
@@ -278,13 +282,13 @@ class _Failure:
 class MixtureStream(IterableDataset):
     """An endless stream of packed batches from the weighted sources (one reader slot's share)."""
 
-    def __init__(self, tok, cfg: MixtureConfig, image_processor, tokens_per_image, image_token_id: int,
+    def __init__(self, tok, cfg: MixtureConfig, image_processor, image_tokens, image_token_id: int,
                  seed: int = 0, rank: int = 0, world_size: int = 1, skip_batches: int = 0, image_marks=((), ())):
         cfg.validate()
         if tok.pad_token_id is None:
             raise ConfigError("the tokenizer has no pad token (packing pads rows with it)")
         self.tok, self.cfg = tok, cfg
-        self.image_processor, self.tokens_per_image = image_processor, tokens_per_image
+        self.image_processor, self.image_tokens = image_processor, image_tokens
         self.image_token_id, self.seed, self.image_marks = image_token_id, seed, image_marks
         self.rank, self.world_size, self.skip_batches = rank, world_size, skip_batches
         # only sources that are on are looked up, so a stage can leave out shards it does not have yet
@@ -335,7 +339,7 @@ class MixtureStream(IterableDataset):
             deficit[weights == 0] = -float("inf")
             source = int(torch.argmax(deficit))  # ties: the first source
             doc = next(streams[source])
-            encoded = tokenize_document(doc, self.tok, self.image_processor, self.tokens_per_image,
+            encoded = tokenize_document(doc, self.tok, self.image_processor, self.image_tokens,
                                         self.image_token_id, cfg.max_doc_len, image_marks=self.image_marks)
             if encoded is None:
                 self.dropped_long += 1
@@ -435,7 +439,7 @@ class PretrainDataModule(L.LightningDataModule):
         tok: PreTrainedTokenizerBase,
         cfg: MixtureConfig,
         image_processor: Callable[[Image.Image], torch.Tensor],
-        tokens_per_image: Callable[[int, int], int],
+        image_tokens: Callable[[int, int], int | list[int]],  # see tokenize_document
         image_token_id: int,
         seed: int = 0,
         rank: int | None = None,
@@ -445,7 +449,7 @@ class PretrainDataModule(L.LightningDataModule):
         super().__init__()
         cfg.validate()
         self.tok, self.cfg, self.seed = tok, cfg, seed
-        self.image_processor, self.tokens_per_image = image_processor, tokens_per_image
+        self.image_processor, self.image_tokens = image_processor, image_tokens
         self.image_token_id, self.image_marks = image_token_id, image_marks
         self.rank, self.world_size = rank, world_size
         self.skip_batches = 0
@@ -454,7 +458,7 @@ class PretrainDataModule(L.LightningDataModule):
     def for_model(cls, model, tok: PreTrainedTokenizerBase, cfg: MixtureConfig, seed: int = 0,
                   rank: int | None = None, world_size: int | None = None) -> PretrainDataModule:
         """Image processing and placeholder counts from the model (k15 VLM or hf_vlm wrapper)."""
-        return cls(tok, cfg, model.image_processor(), model.tokens_per_image, model.image_token_id, seed, rank,
+        return cls(tok, cfg, model.image_processor(), model.image_tokens, model.image_token_id, seed, rank,
                    world_size, image_marks=getattr(model, "image_marks", ((), ())))  # Qwen-VL's vision start / end
 
     def resume_from(self, batches: int) -> None:
@@ -463,7 +467,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def dataset(self) -> MixtureStream:
         rank, world = _resolve_rank(self.trainer, self.rank, self.world_size)
-        return MixtureStream(self.tok, self.cfg, self.image_processor, self.tokens_per_image, self.image_token_id,
+        return MixtureStream(self.tok, self.cfg, self.image_processor, self.image_tokens, self.image_token_id,
                              self.seed, rank, world, self.skip_batches, self.image_marks)
 
     def train_dataloader(self) -> DataLoader:

@@ -2,6 +2,7 @@
 
     records = write_vision_prompt_set(out_dir, ["problem", "count"], n=2048, seed=0)   # PNGs + prompts.jsonl
     prompt = image_prompt(record, tok, vlm, chat)  # an ImagePrompt with expanded placeholders, for the engine
+    n = image_tokens(record, vlm)                  # the tokens its images take in the prompt (length budgets)
 
 A record's `prompt` holds one `<image>` per image, where the image sits in the text (the synthetic
 tasks put it first: "<image>how many circles? "); `images` are PNG paths, relative to the prompt file
@@ -90,20 +91,21 @@ def image_prompt(record: PromptRecord, tok, vlm, chat: ChatFormat = RAW) -> Imag
     ids = chat.prompt_ids(tok, record.prompt, image_text(tok, vlm))
     processor = vlm.image_processor()
     pixels = [processor(load_image(image, record.id)) for image in record.images]
-    counts = [vlm.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
+    layouts = [vlm.image_tokens(p.shape[-2], p.shape[-1]) for p in pixels]
     try:
-        ids = expand_placeholders(ids, vlm.image_token_id, counts)
+        ids = expand_placeholders(ids, vlm.image_token_id, layouts)
     except DataError as exc:
         raise DataError(f"prompt {record.id}: {exc}") from None
     return ImagePrompt(ids, [p.to(torch.float32) for p in pixels], expanded=True)
 
 
 def image_tokens(record: PromptRecord, vlm) -> int:
-    """Placeholder tokens of a record's images once expanded (reads only the image headers)."""
+    """Tokens of a record's images once expanded: the length of each image's `image_tokens` (a Pixtral
+    checkpoint's row breaks included), from the image headers only."""
     processor = vlm.image_processor()
     total = 0
     for image in record.images:
         with _opened(image, record.id) as opened:  # the header only: no pixels decoded
             width, height = opened.size
-        total += vlm.tokens_per_image(*processor.size_for(height, width))
+        total += len(vlm.image_tokens(*processor.size_for(height, width)))
     return total

@@ -54,8 +54,8 @@ def evaluate_vision(vlm: VisionLanguageModel | HFVisionLanguageModel, tok, world
                    for d in heldout]
         docs = [d for d in heldout for _ in range(cfg.samples_per_problem)]
         prompts = [p for p in per_doc for _ in range(cfg.samples_per_problem)]
-        longest = max(len(p.ids) + sum(vlm.tokens_per_image(*px.shape[-2:]) - 1 for px in p.images)
-                      for p in per_doc)  # placeholders expanded, without running the tower
+        longest = max(len(p.ids) + sum(len(vlm.image_tokens(*px.shape[-2:])) - 1 for px in p.images)
+                      for p in per_doc)  # placeholders expanded (a Pixtral checkpoint's row breaks too), no tower run
         if longest + cfg.max_new_tokens > context:
             raise DataError(f"eval of '{task}': a prompt of {longest} tokens (images included) + eval.max_new_tokens="
                             f"{cfg.max_new_tokens} exceeds the model context ({context})")

@@ -2,16 +2,27 @@
 
     model = load_hf_vlm("/path/to/checkpoint")            # a directory with config.json + weights
     pixels = model.image_processor()(pil_image)           # [C, H, W], resized and normalised for its tower
-    n = model.tokens_per_image(*pixels.shape[-2:])         # placeholders this image takes in the text
+    n = model.tokens_per_image(*pixels.shape[-2:])         # image features (image tokens) of this image
+    ids = model.image_tokens(*pixels.shape[-2:])           # what replaces its placeholder in the text
     ids, pixels = model.expand_prompt(tok(chat_text).input_ids, [pil_image])  # = AutoProcessor(chat_text, images)
     out = model(input_ids, images=[pixels, ...], labels=..., attention_mask=... | position_ids=..., doc_ids=...)
     tokens = model.generate(prompts, images, max_new_tokens=16)
 
 The interface is the one of k15.models.vlm.VisionLanguageModel (`freeze(model, ("decoder",))`
-included: its tower / projector / decoder are the checkpoint's): text holds one run of
-`tokens_per_image` image tokens (the checkpoint's `image_token_id`) per image, images come as a
+included: its tower / projector / decoder are the checkpoint's): text holds each image's
+`image_tokens` (`tokens_per_image` image tokens, the checkpoint's `image_token_id`), images come as a
 flat list in reading order, placeholders and images are checked against each other (a mismatch is
 a `DataError` naming both counts), and packed batches (k15.data.packing) work.
+
+Image layout. One flat run of image tokens per image, except for a Pixtral tower (Mistral3, LLaVA
+with a Pixtral tower) whose tokenizer has PixtralProcessor's row tokens ([IMG_BREAK], [IMG_END], or
+the names its processor_config.json gives): there, as PixtralProcessor writes it, an image of
+H x W pixels is H / unit rows of W / unit image tokens (unit = patch x merge), each row ended by
+[IMG_BREAK] and the last by [IMG_END]; the model fills only the image tokens (row-major), the
+breaks are ordinary tokens. `load_hf_vlm` / `hf_vlm_facts` read the row ids from the tokenizer
+(`image_row_ids`) and keep them on the wrapper (`image_rows`). k15's own exports in the LLaVA /
+Mistral3 layouts have no [IMG_BREAK] in their tokenizer and keep their flat runs (they were
+trained that way).
 
 What each family needs, built here from the images and the ids:
 - LLaVA (tower CLIP / SigLIP: one fixed square size; Pixtral: any size, `image_sizes`) and Mistral3
@@ -52,14 +63,17 @@ from transformers.utils import is_torchvision_available
 
 from k15.data.packing import IGNORE, document_mask
 from k15.errors import CheckpointError, DataError
+from k15.models.checkpoint_dir import check_tokenizer_dir
 from k15.models.vision import ImageProcessor, as_image_list, tower_tokens
-from k15.models.vlm import _stop_ids, check_placeholders, expand_placeholders
+from k15.models.vlm import _stop_ids, check_placeholders, expand_placeholders, image_rows
+from k15.tokenizer import load_tokenizer
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 FAMILIES = ("llava", "mistral3", "qwen2_vl", "qwen2_5_vl")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
                    "chat_template.json", "chat_template.jinja")
 LLAVA_TOWERS = ("clip_vision_model", "siglip_vision_model", "pixtral")
+PIXTRAL_ROW_TOKENS = ("[IMG_BREAK]", "[IMG_END]")  # PixtralProcessor's defaults: a row's end, the image's end
 
 
 class _Part:
@@ -157,7 +171,8 @@ class CheckpointImageProcessor:
 class HFVisionLanguageModel(nn.Module):
     """A transformers image-text-to-text model (one of FAMILIES) with k15's `forward(input_ids, images, ...)`."""
 
-    def __init__(self, model: PreTrainedModel, mean=None, std=None, image_processor=None):
+    def __init__(self, model: PreTrainedModel, mean=None, std=None, image_processor=None,
+                 image_rows: tuple[int, int] | None = None):
         super().__init__()
         self.model = model
         cfg = model.config
@@ -184,6 +199,13 @@ class HFVisionLanguageModel(nn.Module):
         self.mean = mean if mean is not None else default_mean
         self.std = std if std is not None else default_std
         self.num_channels = int(getattr(v, "num_channels", getattr(v, "in_channels", 3)))
+        # ([IMG_BREAK], [IMG_END]) ids: a Pixtral tower's images are written in rows (image_row_ids); None: flat
+        self.image_rows = None
+        if image_rows is not None:
+            if self.tower_type != "pixtral":
+                raise CheckpointError(f"image rows are PixtralProcessor's layout; this checkpoint's tower is "
+                                      f"{self.tower_type!r}")
+            self.image_rows = tuple(image_rows)
         # The checkpoint's transformers image processor (load_hf_vlm reads it), or None: k15's ImageProcessor.
         self.hf_image_processor = image_processor
         self._pixels = None
@@ -224,6 +246,15 @@ class HFVisionLanguageModel(nn.Module):
             return n - (1 if cfg.vision_feature_select_strategy == "default" else 0)
         return tower_tokens(height, width, self.patch_size, self.merge)
 
+    def image_tokens(self, height: int, width: int) -> list[int]:
+        """The ids that replace one image placeholder: one flat run of `tokens_per_image` image tokens, or
+        (a Pixtral checkpoint with row tokens) its rows, each ended by [IMG_BREAK], the last by [IMG_END]."""
+        n = self.tokens_per_image(height, width)
+        if self.image_rows is None:
+            return [self.image_token_id] * n
+        unit = self.patch_size * self.merge
+        return image_rows(self.image_token_id, *self.image_rows, height // unit, width // unit)
+
     def image_processor(self, max_side: int = 448, max_pixels: int = 448 * 448):
         """Pillow image -> pixels [C, H, W] for this checkpoint's tower, with `size_for(height, width)`.
 
@@ -243,8 +274,8 @@ class HFVisionLanguageModel(nn.Module):
         family's AutoProcessor gives for the same text and images."""
         processor = self.image_processor()
         pixels = [img if isinstance(img, torch.Tensor) else processor(img) for img in images]
-        counts = [self.tokens_per_image(p.shape[-2], p.shape[-1]) for p in pixels]
-        return expand_placeholders(list(ids), self.image_token_id, counts), pixels
+        layouts = [self.image_tokens(p.shape[-2], p.shape[-1]) for p in pixels]
+        return expand_placeholders(list(ids), self.image_token_id, layouts), pixels
 
     @property
     def image_marks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -295,7 +326,8 @@ class HFVisionLanguageModel(nn.Module):
         """Keyword arguments for the transformers model (without labels)."""
         images = as_image_list(images)
         counts = [self.tokens_per_image(img.shape[-2], img.shape[-1]) for img in images]
-        check_placeholders(input_ids, self.image_token_id, counts)
+        check_placeholders(input_ids, self.image_token_id,
+                           [self.image_tokens(img.shape[-2], img.shape[-1]) for img in images])
         if attention_mask is None and doc_ids is not None:
             attention_mask = document_mask(doc_ids)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
@@ -428,20 +460,66 @@ def load_image_processor(path: str | Path, backend: str | None = None):
         raise CheckpointError(f"cannot load the image processor in {path}: {reason}") from None
 
 
-def hf_vlm_facts(path: str | Path) -> HFVisionLanguageModel:
-    """The wrapper on a weightless (meta-device) model: image token counts, image text and processor of a
-    checkpoint, for checks that must not read its weights (k15.preflight)."""
+def _pixtral_tower(config) -> bool:
+    return getattr(getattr(config, "vision_config", None), "model_type", None) == "pixtral"
+
+
+def image_row_ids(path: str | Path, config, tok=None) -> tuple[int, int] | None:
+    """([IMG_BREAK], [IMG_END]) ids when a Pixtral-tower checkpoint's tokenizer has PixtralProcessor's row
+    tokens (their names from processor_config.json when it gives them), else None: one flat run per image.
+
+    `tok`: the tokenizer the checkpoint runs with (model.tokenizer); by default the directory's own.
+    The processor's patch and merge sizes must be the model's (its token count depends on them)."""
+    if not _pixtral_tower(config):
+        return None
+    path = Path(path)
+    processor = {}
+    if (path / "processor_config.json").is_file():
+        try:
+            processor = json.loads((path / "processor_config.json").read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"{path / 'processor_config.json'}: {exc}") from None
+        processor = processor if isinstance(processor, dict) else {}
+    if tok is None:
+        try:
+            check_tokenizer_dir(path, "the checkpoint")
+        except CheckpointError:
+            return None  # no tokenizer here: the one the run names (load_hf_policy passes it) decides
+        tok = load_tokenizer(path, "the checkpoint")
+    vocab = tok.get_vocab()
+    row_break = processor.get("image_break_token") or PIXTRAL_ROW_TOKENS[0]
+    image_end = processor.get("image_end_token") or PIXTRAL_ROW_TOKENS[1]
+    if row_break not in vocab:
+        return None  # k15's own exports: flat runs, as they were trained
+    if image_end not in vocab:
+        raise CheckpointError(f"{path}: the tokenizer has the row break {row_break!r} but no image end "
+                              f"{image_end!r}; PixtralProcessor writes both")
+    merge = int(getattr(config, "spatial_merge_size", 1)) if config.model_type == "mistral3" else 1
+    ours = (int(config.vision_config.patch_size), merge)
+    theirs = (processor.get("patch_size", ours[0]), processor.get("spatial_merge_size", 1))
+    if processor and theirs != ours:
+        raise CheckpointError(f"{path / 'processor_config.json'}: patch / spatial merge sizes {tuple(theirs)} differ "
+                              f"from the model's {ours}")
+    return vocab[row_break], vocab[image_end]
+
+
+def hf_vlm_facts(path: str | Path, tok=None) -> HFVisionLanguageModel:
+    """The wrapper on a weightless (meta-device) model: image token counts (its image layout included),
+    image text and processor of a checkpoint, for checks that must not read its weights (k15.preflight).
+    `tok` as for image_row_ids."""
     path = Path(path)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
-    return HFVisionLanguageModel(model, *_pixel_stats(path), load_image_processor(path))
+    return HFVisionLanguageModel(model, *_pixel_stats(path), load_image_processor(path),
+                                 image_row_ids(path, config, tok))
 
 
 def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32,
-                image_backend: str | None = None) -> HFVisionLanguageModel:
+                image_backend: str | None = None, tok=None) -> HFVisionLanguageModel:
     """A local LLaVA / Mistral3 / Qwen2-VL / Qwen2.5-VL checkpoint directory, ready to train, with its
-    own image processor (see load_image_processor for `image_backend`)."""
+    own image processor (see load_image_processor for `image_backend`) and image layout (image_row_ids,
+    for `tok`)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"not a model directory (no config.json): {path}")
@@ -458,6 +536,7 @@ def load_hf_vlm(path: str | Path, attn_implementation: str = "sdpa", dtype: torc
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a model from {path}: {str(exc).splitlines()[0]}") from None
     mean, std = _pixel_stats(path)
-    wrapper = HFVisionLanguageModel(model, mean, std, load_image_processor(path, image_backend))
+    wrapper = HFVisionLanguageModel(model, mean, std, load_image_processor(path, image_backend),
+                                    image_row_ids(path, config, tok))
     wrapper.source_dir = path  # its processor files travel with every export (save_processor)
     return wrapper

@@ -3,7 +3,9 @@
 Three kinds of directory, told apart by their files before any weights are read (`model_kind`):
     k15_vlm   k15's own VLM (k15_vlm.json, k15.models.vlm.save_vlm): the synthetic world's VLM
     hf_vlm    a transformers vision-language checkpoint of a supported family (config.json's
-              model_type: llava, mistral3, qwen2_vl, qwen2_5_vl), wrapped by k15.models.hf_vlm
+              model_type: llava, mistral3, qwen2_vl, qwen2_5_vl), wrapped by k15.models.hf_vlm; the
+              tokenizer the run uses decides a Pixtral tower's image layout (rows ended by
+              [IMG_BREAK] / [IMG_END] as PixtralProcessor writes them, or k15's flat runs)
     text      anything else: a transformers causal LM (k15.models.decoder)
 A vision-language checkpoint of another family is refused with one line naming its type and the
 families that are supported. Every stage (SFT, the vision stages, RL, eval, long2short) loads
@@ -69,13 +71,10 @@ def load_policy(cfg: ModelConfig, source: str | Path | None, key: str | None = N
 def load_hf_policy(cfg: ModelConfig, source: str | Path, key: str) -> tuple[HFVisionLanguageModel, PreTrainedTokenizerBase]:
     """A transformers VLM directory: every part checked by file name first, then loaded."""
     check_source(cfg, source, key)
-    model = load_hf_vlm(source, cfg.attn_implementation)
     tok, tok_dir = tokenizer_of(cfg, source, key)
-    if model.tower_type == "pixtral" and "[IMG_BREAK]" in tok.get_vocab():
-        # Pixtral's processor writes each image as rows of [IMG] ended by [IMG_BREAK] and a final [IMG_END];
-        # k15 writes one flat run (the layout of its own exports), so a real checkpoint would see foreign prompts
-        raise CheckpointError(f"{key}={source}: a Pixtral-tower checkpoint with [IMG_BREAK] row markers (Mistral3, "
-                              "Pixtral-LLaVA) is not supported yet; k15 runs its own exports in these layouts")
+    # the tokenizer decides a Pixtral tower's image layout: rows with [IMG_BREAK] / [IMG_END] (Mistral3,
+    # Pixtral-LLaVA downloads, as PixtralProcessor writes them) or one flat run (k15's own exports)
+    model = load_hf_vlm(source, cfg.attn_implementation, tok=tok)
     if model.image_token_id >= len(tok):
         raise CheckpointError(f"{key}={source}: the image token id {model.image_token_id} is not in the tokenizer "
                               f"of {tok_dir} ({len(tok)} tokens)")

@@ -8,6 +8,14 @@ order k15.data.mixture puts them in a packed batch. Placeholders and images are 
 each other before anything is spliced: a different total, or a run of placeholders that does not
 split into whole images, is a `DataError` naming both counts -- never a silent misalignment.
 
+An image's layout in the text (one concept for every place that writes or counts image tokens):
+`image_tokens(H, W)` are the ids that replace its one placeholder. Here that is one flat run,
+`[image_token_id] * tokens_per_image(H, W)`; a transformers Mistral3 / Pixtral checkpoint
+(k15.models.hf_vlm) writes rows instead (`image_rows`: each row of image tokens ended by
+[IMG_BREAK], the last by [IMG_END], as PixtralProcessor does). `tokens_per_image` stays the number
+of image features (image tokens); a length budget counts `len(image_tokens(H, W))`.
+`expand_placeholders` and `check_placeholders` take each image's token list (or its flat count).
+
     vlm = build_vlm(model_cfg, tok, VisionConfig(), ProjectorConfig())   # or decoder=<a trained text model>
     out = vlm(input_ids, images=[...], position_ids=..., attention_mask=..., labels=...)   # training
     out = vlm(**vlm_inputs(packed_batch))                                # a k15.data.mixture batch
@@ -33,7 +41,9 @@ tokenizer, and `load_vlm` reads both.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -78,7 +88,12 @@ class VisionLanguageModel(nn.Module):
         return self.projector.cfg.merge
 
     def tokens_per_image(self, height: int, width: int) -> int:
+        """Image features (image tokens) of an image of height x width pixels."""
         return tower_tokens(height, width, self.tower.cfg.patch_size, self.merge)
+
+    def image_tokens(self, height: int, width: int) -> list[int]:
+        """The ids that replace one placeholder: k15's VLM reads one flat run of image tokens."""
+        return [self.image_token_id] * self.tokens_per_image(height, width)
 
     def image_processor(self) -> ImageProcessor:
         """Pillow image -> the pixel tensor this model reads."""
@@ -123,8 +138,8 @@ class VisionLanguageModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, images=None) -> torch.Tensor:
         """inputs_embeds [B, T, hidden]: token embeddings with each image's features at its placeholders."""
         images = as_image_list(images)
-        counts = [self.tokens_per_image(img.shape[-2], img.shape[-1]) for img in images]
-        check_placeholders(input_ids, self.image_token_id, counts)
+        layouts = [self.image_tokens(img.shape[-2], img.shape[-1]) for img in images]
+        check_placeholders(input_ids, self.image_token_id, layouts)
         embeds = self.get_input_embeddings()(input_ids)
         if not images:
             return embeds
@@ -203,11 +218,41 @@ def _stop_ids(stop_token_ids: list[int] | None, model: PreTrainedModel) -> list[
 # Placeholders
 
 
-def check_placeholders(input_ids: torch.Tensor, image_token_id: int, counts: list[int]) -> None:
-    """Raise a DataError unless the placeholder runs of `input_ids` split exactly into images of `counts` tokens.
+ImageLayout = int | Sequence[int]  # an image's token ids (image_tokens), or the length of its one flat run
 
-    Runs never cross rows; two adjacent images form one run of their summed counts.
+
+def image_rows(image_token_id: int, break_id: int, end_id: int, rows: int, cols: int) -> list[int]:
+    """Pixtral's layout of an image of rows x cols image tokens: each row of `cols` image tokens is
+    followed by the row break, except the last, which is followed by the image end."""
+    if rows < 1 or cols < 1:
+        raise DataError(f"an image of {rows} x {cols} image tokens has no tokens")
+    ids = ([image_token_id] * cols + [break_id]) * rows
+    ids[-1] = end_id
+    return ids
+
+
+def _shape(layout: ImageLayout, image_token_id: int) -> tuple[list[int], list[int] | None]:
+    """(the lengths of the image's runs of image tokens, its ids when they hold other tokens too, else None)."""
+    if isinstance(layout, int):
+        return [layout], None
+    layout = list(layout)
+    if all(t == image_token_id for t in layout):
+        return [len(layout)], None
+    if layout[0] != image_token_id:
+        raise ValueError("an image's token ids must start with the image token")
+    return [sum(1 for _ in group) for token, group in itertools.groupby(layout) if token == image_token_id], layout
+
+
+def check_placeholders(input_ids: torch.Tensor, image_token_id: int, images: Sequence[ImageLayout]) -> None:
+    """Raise a DataError unless the image tokens of `input_ids` are exactly the images' layouts, in order.
+
+    `images[i]` is image i's token ids (its model's `image_tokens`) or, for one flat run, its count.
+    Runs never cross rows. A flat image is one run, and adjacent flat images form one run of their
+    summed counts; an image in rows (Pixtral) is one run per row, and its whole token list (row
+    breaks, image end) must stand in the input as written.
     """
+    shapes = [_shape(layout, image_token_id) for layout in images]
+    counts = [sum(runs) for runs, _ in shapes]
     mask = input_ids == image_token_id
     total = int(mask.sum())
     if total != sum(counts):
@@ -218,31 +263,50 @@ def check_placeholders(input_ids: torch.Tensor, image_token_id: int, counts: lis
         )
     if not total:
         return
+    rows = input_ids.reshape(-1, input_ids.shape[-1])
     m = F.pad(mask.reshape(-1, mask.shape[-1]).to(torch.int8), (1, 1))
     edges = m[:, 1:] - m[:, :-1]
     starts, ends = (edges == 1).nonzero().tolist(), (edges == -1).nonzero().tolist()
-    image = 0
+    image, piece = 0, 0  # the next run expected: run `piece` of image `image`
+
+    def mismatch(run: int, row: int, col: int, last: int) -> DataError:
+        runs, ids = shapes[last]
+        how = "" if ids is None else f" in {len(runs)} rows of {runs[0]}, each row a run of its own"
+        return DataError(
+            f"image placeholders and image features do not match: a run of {run} '<image>' tokens at row {row}, "
+            f"column {col} does not split into whole images (image {last} has {counts[last]} tokens{how})"
+        )
+
     for (row, col), (_, end) in zip(starts, ends):
-        run, filled = end - col, 0
-        while filled < run and image < len(counts):
-            filled += counts[image]
-            image += 1
-        if filled != run:
+        run = end - col
+        runs, ids = shapes[image]
+        if piece == 0 and ids is not None and rows[row, col : col + len(ids)].tolist() != ids:
             raise DataError(
-                f"image placeholders and image features do not match: a run of {run} '<image>' tokens at row {row}, "
-                f"column {col} does not split into whole images (image {image - 1} has {counts[image - 1]} tokens)"
+                f"image placeholders and image features do not match: image {image} at row {row}, column {col} is not "
+                f"written as its {len(runs)} rows of {runs[0]} image tokens, each row ended by a row break and the "
+                f"last by an image end"
             )
+        filled, last = runs[piece], image
+        piece += 1
+        if piece == len(runs):
+            image, piece = image + 1, 0
+        while filled < run and ids is None and image < len(shapes) and shapes[image][1] is None:
+            filled, last, image = filled + counts[image], image, image + 1  # adjacent flat images share a run
+        if filled != run:
+            raise mismatch(run, row, col, last)
 
 
-def expand_placeholders(ids: list[int], image_token_id: int, counts: list[int]) -> list[int]:
-    """Token ids with one placeholder per image -> ids with `counts[i]` placeholders for image i."""
+def expand_placeholders(ids: list[int], image_token_id: int, images: Sequence[ImageLayout]) -> list[int]:
+    """Token ids with one placeholder per image -> ids with image i's token ids (`images[i]`: its model's
+    `image_tokens`, or a count: a flat run of that many placeholders) in place of its placeholder."""
     found = sum(1 for t in ids if t == image_token_id)
-    if found != len(counts):
-        raise DataError(f"the text has {found} '<image>' placeholders but {len(counts)} images were given")
+    if found != len(images):
+        raise DataError(f"the text has {found} '<image>' placeholders but {len(images)} images were given")
     out, image = [], 0
     for t in ids:
         if t == image_token_id:
-            out.extend([image_token_id] * counts[image])
+            layout = images[image]
+            out.extend([image_token_id] * layout if isinstance(layout, int) else layout)
             image += 1
         else:
             out.append(t)

@@ -124,6 +124,15 @@ def _decoder(model: transformers.PreTrainedModel) -> torch.nn.Module:
     return model.model  # LlamaForCausalLM / Qwen2ForCausalLM keep the decoder stack here
 
 
+def _sliding_window(config) -> int | None:
+    """The attention window every layer applies (Mistral: config.sliding_window, unless a Qwen2-style
+    use_sliding_window turns it off), or None. Within the window, full attention is the same thing."""
+    window = getattr(config, "sliding_window", None)
+    if not window or not getattr(config, "use_sliding_window", True):
+        return None
+    return int(window)
+
+
 class RolloutEngine:
     """Samples completions for a batch of token-id prompts from a copy of a HF causal LM's weights."""
 
@@ -136,6 +145,12 @@ class RolloutEngine:
         if max_batch_size < 1 or max_seq_len < 2:
             raise ValueError("max_batch_size must be >= 1 and max_seq_len >= 2")
         self.arch = arch = _Arch.from_config(model.config)
+        window = _sliding_window(model.config)
+        if window is not None and max_seq_len > window:
+            raise NotImplementedError(
+                f"the model attends within a sliding window of {window} tokens (config.sliding_window) and the rollout "
+                f"engine to the whole sequence: sequences of up to {max_seq_len} tokens would differ from the model; "
+                f"keep model.max_seq_len + the rollout budget within {window}")
         self.max_batch_size = max_batch_size
         self.max_seq_len = max_seq_len
         ref = _decoder(model).embed_tokens.weight

@@ -5,9 +5,10 @@
     out.tokens, out.logprobs, out.finish_reasons                  # a RolloutOutput, as for text
     engine.load_weights(vlm)                                      # after an optimizer step
 
-An `ImagePrompt` holds token ids with one `<image>` placeholder per image (expanded here to
-`tokens_per_image` placeholders, as the model was trained) or, with `expanded=True`, ids whose
-placeholder runs are already expanded (a continued partial rollout re-sends its expanded prompt).
+An `ImagePrompt` holds token ids with one `<image>` placeholder per image (expanded here to the
+model's `image_tokens`: a run of `tokens_per_image` placeholders as the model was trained, or a
+Pixtral checkpoint's rows with their [IMG_BREAK] / [IMG_END]) or, with `expanded=True`, ids whose
+placeholders are already expanded (a continued partial rollout re-sends its expanded prompt).
 Images are Pillow images (run through the model's ImageProcessor) or pixel tensors [C, H, W].
 
 How: the decoder runs in the engine unchanged. Only the prefill differs: after the engine has
@@ -69,7 +70,7 @@ MROPE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")  # hf_vlm families whose decoder rot
 class ImagePrompt:
     ids: list[int]  # token ids; one `<image>` per image unless `expanded`
     images: list[Image.Image | torch.Tensor] = field(default_factory=list)  # in reading order
-    expanded: bool = False  # ids already hold tokens_per_image placeholders per image
+    expanded: bool = False  # ids already hold each image's image_tokens
 
     def __add__(self, tokens: list[int]) -> ImagePrompt:
         """The prompt continued by generated tokens (a partial rollout's next segment starts here)."""
@@ -167,13 +168,13 @@ class VisionRolloutEngine(RolloutEngine):
                     img = processed[id(img)]
                 images.append(img)
             image_keys.append(tuple(id(img) for img in prompt.images))
-            counts = [self.vlm.tokens_per_image(img.shape[-2], img.shape[-1]) for img in images]
+            layouts = [self.vlm.image_tokens(img.shape[-2], img.shape[-1]) for img in images]
             try:
                 if prompt.expanded:
                     ids = list(prompt.ids)
-                    check_placeholders(torch.tensor([ids], dtype=torch.long), self.image_token_id, counts)
+                    check_placeholders(torch.tensor([ids], dtype=torch.long), self.image_token_id, layouts)
                 else:
-                    ids = expand_placeholders(list(prompt.ids), self.image_token_id, counts)
+                    ids = expand_placeholders(list(prompt.ids), self.image_token_id, layouts)
             except DataError as exc:
                 raise DataError(f"prompt {i}: {exc}") from None
             rows.append(_Row(ids))

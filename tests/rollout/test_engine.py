@@ -220,3 +220,21 @@ def test_rejects_sequences_longer_than_the_cache() -> None:
     out = engine.generate([[1] * 10, [2]], SamplingParams(max_new_tokens=6, temperature=0.0))
     assert [len(t) for t in out.tokens] == [6, 6]
     assert engine.generate([[1, 2]], SamplingParams(max_new_tokens=0)).tokens == [[]]
+
+
+def test_a_sliding_window_is_refused_beyond_the_window_and_exact_within_it() -> None:
+    """Mistral attends within config.sliding_window; the engine attends to everything: the same within
+    the window (greedy equals generate), refused in one line where the two would differ."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(**SIZES, sliding_window=24)).eval()
+    model.generation_config.eos_token_id = None
+    with pytest.raises(NotImplementedError, match="sliding window of 24 tokens .* up to 32 tokens"):
+        RolloutEngine(model, max_batch_size=2, max_seq_len=32)
+    engine = RolloutEngine(model, max_batch_size=2, max_seq_len=24)
+    prompts = [[3, 4, 5], [7, 8, 9, 10, 11, 12, 13]]
+    out = engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0.0))
+    assert out.tokens == [hf_greedy(model, p, 12) for p in prompts]
+    # Qwen2's sliding_window is off unless use_sliding_window: no refusal
+    RolloutEngine(make_model("qwen2"), max_batch_size=2, max_seq_len=64)

@@ -24,12 +24,13 @@ from k15.errors import CheckpointError
 from k15.models.hf_vlm import CheckpointImageProcessor, load_hf_vlm
 from k15.models.vision import ImageProcessor
 from k15.models.vlm import save_vlm
-from tools.make_tiny_vlm_checkpoint import FAMILIES, main, make_tiny_vlm_checkpoint
+from tools.make_tiny_vlm_checkpoint import FAMILIES, PIXTRAL_FAMILIES, main, make_tiny_vlm_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # (height, width): inside the limits, below min_pixels (Qwen grows it), above max_pixels (shrunk),
-# sides off the 16-px grid, extreme aspect ratios; CLIP crops every one to 32x32.
+# sides off the 16-px grid, extreme aspect ratios; CLIP crops every one to 32x32; Pixtral shrinks into
+# 64 px and rounds the sides up to patch x merge.
 SIZES = [(32, 48), (16, 16), (10, 90), (64, 64), (100, 37), (300, 200), (33, 64), (200, 8)]
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is 2+3?"},
                                          {"type": "image"}, {"type": "text", "text": "And here?"}]}]
@@ -53,9 +54,18 @@ def png_bytes(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+# what PixtralProcessor's image half gets: sides in multiples of the tower's patch x the merge
+UNITS = {"mistral3": {"height": 16, "width": 16}, "llava_pixtral": {"height": 8, "width": 8}}
+IMAGE_TOKENS = {"llava": "<image>", "mistral3": "[IMG]", "llava_pixtral": "[IMG]"}
+
+
 def processor_image_tokens(family: str, processed) -> list[int]:
     """Image tokens per image as transformers' processors count them (Qwen: grid // merge**2;
-    LLaVA: patches of the cropped image + CLS - CLS for the "default" feature selection)."""
+    LLaVA: patches of the cropped image + CLS - CLS for the "default" feature selection; Pixtral:
+    image_sizes // (patch x merge))."""
+    if family in PIXTRAL_FAMILIES:
+        unit = UNITS[family]["height"]
+        return [(h // unit) * (w // unit) for h, w in processed["image_sizes"].tolist()]
     if family == "llava":
         h, w = processed["pixel_values"].shape[-2:]
         return [(h // 8) * (w // 8)] * processed["pixel_values"].shape[0]
@@ -76,14 +86,17 @@ def test_our_pixels_are_the_image_processors(checkpoints, family):
     assert (model.mean, model.std) == (tuple(reference.image_mean), tuple(reference.image_std))  # to show pixels
     for i, (h, w) in enumerate(SIZES):
         image = picture(h, w, seed=i)
-        expected = reference(images=[image], return_tensors="pt")
+        expected = reference(images=[image], return_tensors="pt", **({"patch_size": UNITS[family]}
+                                                                    if family in UNITS else {}))
         pixels = processor(image)
         assert tuple(pixels.shape[-2:]) == processor.size_for(h, w)  # counted without decoding pixels
         n = model.tokens_per_image(*pixels.shape[-2:])
         assert [n] == processor_image_tokens(family, expected)
-        inputs = model.model_inputs(torch.tensor([[model.image_token_id] * n]), [pixels])
+        inputs = model.model_inputs(torch.tensor([model.image_tokens(*pixels.shape[-2:])]), [pixels])
         assert torch.equal(inputs["pixel_values"], expected["pixel_values"]), (h, w)
-        if family != "llava":
+        if family in PIXTRAL_FAMILIES:
+            assert torch.equal(inputs["image_sizes"], expected["image_sizes"]), (h, w)
+        elif family != "llava":
             assert torch.equal(inputs["image_grid_thw"], expected["image_grid_thw"]), (h, w)
             assert inputs["mm_token_type_ids"].sum() == n
 
@@ -107,15 +120,21 @@ def test_both_routes_give_the_same_ids_and_pixels(checkpoints, family):
     except ImportError:
         if family == "llava":
             raise
-        pytest.skip("transformers' Qwen2-VL processors need torchvision (their video half), which does not "
-                    "import next to a CPU-only torch; our route needs only the image processor")
+        pytest.skip("transformers' Qwen2-VL processors (their video half) and PixtralProcessor need torchvision, "
+                    "which does not import next to a CPU-only torch; our route needs only the image processor "
+                    "(tests/vision/test_pixtral_rows.py writes Pixtral's rows out by hand)")
     model, tok = load_hf_vlm(path), AutoTokenizer.from_pretrained(path)
     images = [picture(20, 40, seed=1), picture(90, 70, seed=2)]
     text = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    expected = reference(text=text, images=images, return_tensors="pt")
-    ids, pixels = model.expand_prompt(tok(text).input_ids, images)  # LLaVA: <s> added, as the processor does
+    # LLaVA: <s> added, as the processor does; Mistral's template writes <s> itself (its processor's
+    # apply_chat_template then adds none)
+    written = {"add_special_tokens": False} if tok.bos_token and text.startswith(tok.bos_token) else {}
+    expected = reference(text=text, images=images, return_tensors="pt", **written)
+    ids, pixels = model.expand_prompt(tok(text, **written).input_ids, images)
     assert ids == expected["input_ids"][0].tolist()
     assert ids.count(model.image_token_id) == sum(model.tokens_per_image(*p.shape[-2:]) for p in pixels)
+    assert len(ids) - len(tok(text, **written).input_ids) == sum(len(model.image_tokens(*p.shape[-2:])) - 1
+                                                                 for p in pixels)
     inputs = model.model_inputs(torch.tensor([ids]), pixels)
     assert torch.equal(inputs["pixel_values"], expected["pixel_values"])
     for key in ("image_grid_thw", "mm_token_type_ids"):
@@ -190,11 +209,19 @@ def test_tool_checkpoint_loads_chats_and_generates(checkpoints, family):
     path = checkpoints[family]
     hf = AutoModelForImageTextToText.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    image_token = "<image>" if family == "llava" else "<|image_pad|>"
+    image_token = IMAGE_TOKENS.get(family, "<|image_pad|>")
     assert hf.config.image_token_id == tok.convert_tokens_to_ids(image_token)
     assert hf.get_input_embeddings().weight.shape[0] >= len(tok) and hf.dtype == torch.bfloat16
     text = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    if family == "llava":
+    if family in PIXTRAL_FAMILIES:
+        assert text == "<s>[INST][IMG]What is 2+3?[IMG]And here?[/INST]"
+        assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<s>", "</s>", "<pad>")
+        assert hf.config.vision_config.model_type == "pixtral"
+        assert all(tok.convert_tokens_to_ids(t) is not None for t in ("[IMG_BREAK]", "[IMG_END]"))
+        processor = json.loads((path / "processor_config.json").read_text())
+        assert processor["processor_class"] == "PixtralProcessor"
+        assert processor["spatial_merge_size"] == (2 if family == "mistral3" else 1)
+    elif family == "llava":
         assert text == "USER: <image>\n<image>\nWhat is 2+3? And here? ASSISTANT:"
         assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<s>", "</s>", "<pad>")
     else:
@@ -219,5 +246,9 @@ def test_tool_is_deterministic_and_has_a_cli(checkpoints, tmp_path, capsys):
     main([str(tmp_path / "cli"), "--family", "llava"])
     assert "wrote a tiny llava checkpoint" in capsys.readouterr().out
     assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (checkpoints["llava"] / "model.safetensors").read_bytes()
+    main([str(tmp_path / "cli3"), "--family", "mistral3"])
+    assert "wrote a tiny mistral3 checkpoint" in capsys.readouterr().out
+    for name in ("model.safetensors", "tokenizer.json", "processor_config.json"):
+        assert (tmp_path / "cli3" / name).read_bytes() == (checkpoints["mistral3"] / name).read_bytes(), name
     with pytest.raises(ValueError, match="family must be one of"):
         make_tiny_vlm_checkpoint(tmp_path / "x", "gpt2")

@@ -1,5 +1,6 @@
-"""experiments/vision_rl as a researcher runs it: a local Qwen2.5-VL or LLaVA checkpoint (tiny, random init,
-written by tools/make_tiny_vlm_checkpoint.py: its own tokenizer, chat template and image processor), an
+"""experiments/vision_rl as a researcher runs it: a local Qwen2.5-VL, LLaVA, Mistral3 or Pixtral-LLaVA checkpoint
+(tiny, random init, written by tools/make_tiny_vlm_checkpoint.py: its own tokenizer, chat template and image
+processor; Mistral3 / Pixtral-LLaVA write images in PixtralProcessor's rows), an
 image prompt set with embedded images (Parquet, geometry-QA fields), k1.5 RL -> held-out eval from the
 command line on CPU; the trained model exports in its family's format and reloads with transformers."""
 
@@ -28,7 +29,7 @@ def tb_tags(tb_dir) -> dict[str, list[str]]:
     return events.Tags()
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "mistral3", "llava_pixtral"])
 def test_vision_rl_from_the_command_line(tmp_path, family, capsys):
     ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", family)
     run = tmp_path / "run"
@@ -52,11 +53,15 @@ def test_vision_rl_from_the_command_line(tmp_path, family, capsys):
     export = run / "rl" / "model"
     assert model_kind(export) == "hf_vlm" and (export / "preprocessor_config.json").is_file()
     hf = AutoModelForImageTextToText.from_pretrained(export).eval()
-    assert hf.config.model_type == family
+    assert hf.config.model_type == family.removesuffix("_pixtral")
     assert AutoTokenizer.from_pretrained(export).chat_template == AutoTokenizer.from_pretrained(ckpt).chat_template
     ours = load_hf_vlm(export).eval()
     image = Image.new("RGB", (40, 24), (200, 30, 30))
     ids, pixels = ours.expand_prompt([3, 4, ours.image_token_id, 5], [image])
+    if family in ("mistral3", "llava_pixtral"):  # the export keeps the checkpoint's rows of [IMG] / [IMG_BREAK]
+        tok = AutoTokenizer.from_pretrained(export)
+        assert ours.image_rows == tuple(tok.convert_tokens_to_ids(["[IMG_BREAK]", "[IMG_END]"]))
+        assert ids.count(ours.image_rows[0]) == pixels[0].shape[-2] // (8 * ours.merge) - 1 >= 1
     ids = torch.tensor([ids])
     with torch.no_grad():
         mine = ours(ids, images=pixels).logits
