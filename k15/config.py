@@ -358,6 +358,7 @@ class RMRewardConfig:
     max_new_tokens: int = 96  # cot_rm: rationale + verdict
     prompt_template: str | None = None  # how the RM reads an example; None: k15's "q: {question} ref: {reference} resp: {response} judge:"
     probe: bool = True  # before RL: stop in one line when not one of the RM's verdicts on 8 references parses
+    chat_template: str = "none"  # cot_rm trained elsewhere: none | model | a Jinja file (k15's RMs record their own)
 
 
 @dataclass
@@ -792,13 +793,22 @@ def validate(cfg: ExperimentConfig) -> None:
         need(bool(rr.domains), "rewards.rm.domains must name at least one domain")
         need(0.0 < rr.threshold < 1.0, f"rewards.rm.threshold must be in (0, 1), got {rr.threshold}")
         need(rr.batch_size > 0 and rr.max_new_tokens > 0, "rewards.rm.batch_size and max_new_tokens must be > 0")
-        if rr.path in RM_STAGES and "rl" in cfg.stages:  # (the RM rewards the rl stage only, not l2s_rl)
-            need(rr.path != "rm_data", "rewards.rm.path cannot be rm_data (it writes examples, not a model)")
+        need("rl" in cfg.stages, f"rewards.rm.kind={rr.kind}: the reward model rewards the rl stage, which this run "
+             "does not have (l2s_rl and evaluation always use the verifiers)")
+        need(rr.path not in MODEL_STAGES, f"rewards.rm.path '{rr.path}' is a policy stage; name classic_rm / cot_rm "
+             "or a reward-model directory")
+        if rr.path in RM_STAGES and "rl" in cfg.stages:
+            need(rr.path == rr.kind, f"rewards.rm.kind={rr.kind} but rewards.rm.path names the {rr.path} stage")
             need(rr.path in cfg.stages[: cfg.stages.index("rl")] or Path(rr.path).is_dir(),
                  f"rewards.rm.path '{rr.path}' is a stage that does not run before rl")
         if rr.prompt_template is not None:
             for name in ("{question}", "{reference}", "{response}"):
                 need(name in rr.prompt_template, f"rewards.rm.prompt_template must contain {name}")
+            try:  # literal braces must be doubled ({{ }}), as str.format reads the template
+                rr.prompt_template.format(question="", reference="", response="")
+            except (KeyError, IndexError, ValueError) as exc:
+                need(False, f"rewards.rm.prompt_template is not a format string with only {{question}}, {{reference}} "
+                     f"and {{response}} ({type(exc).__name__}: {exc}); write a literal brace as {{{{ or }}}}")
     for name in e.models if "eval" in cfg.stages else []:
         need(name in trained_before_eval, f"eval.models: '{name}' is not a training stage that runs before eval"
              + ("" if m.init_from else " (or 'init' with model.init_from)"))

@@ -82,6 +82,8 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path] |
             if stage in MODEL_STAGES:
                 exports[stage] = run_dir / stage / "model"
                 current = exports[stage] if stage in CHAIN_STAGES else current
+            elif stage in RM_STAGES:  # an RM this run trained may be the RL reward (rewards.rm.path)
+                exports[stage] = run_dir / stage / ("model" if stage != "rm_data" else "")
             console.print(f"{stage}: finished before, skipped")
             continue
         ckpt = run_dir / stage / "checkpoints" / "last.ckpt"

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from k15.chat import RAW, ChatFormat, image_text
-from k15.config import ExperimentConfig
+from k15.config import RM_STAGES, ExperimentConfig
 from k15.errors import CheckpointError, ConfigError, DataError
 from k15.models.attention import check_attn_implementation
 from k15.models.policy import is_vlm
@@ -67,7 +67,7 @@ def preflight(cfg: ExperimentConfig) -> None:
     if m.tokenizer:
         check_tokenizer_dir(m.tokenizer, "model.tokenizer")
     rm = cfg.rewards.rm
-    if rm.kind != "none" and "rl" in cfg.stages and rm.path not in cfg.stages:  # a directory: the right kind of RM?
+    if rm.kind != "none" and "rl" in cfg.stages and rm.path not in RM_STAGES:  # a directory: the right kind of RM?
         from k15.reward_models.checkpoints import read_marker
 
         read_marker(rm.path, rm.kind.removesuffix("_rm"), "rewards.rm.path", foreign_ok=True)

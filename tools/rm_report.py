@@ -1,7 +1,6 @@
 """The reward-model finding over seeds: spot-check agreement of both RMs, and RL with each RM as the reward.
 
     python tools/rm_report.py runs/rm_finding/seed0 runs/rm_finding/seed1 ... [--json docs/findings/reward_models.json]
-                              [--figure docs/figures/reward_models.png]
 
 Each argument is one seed's `python -m experiments.run reward_models run.seed=S run.dir=DIR` directory.
 Reads DIR/shared/summary.json (the RMs' spot check) and each arm's summary.json (held-out pass@1 by
@@ -64,7 +63,7 @@ def report(dirs: list[Path]) -> tuple[dict, str]:
     agg = {k: mean_std([n.get(k, float("nan")) for n in per_seed.values()]) for k in keys}
     a = lambda key: agg.get(key, (float("nan"), float("nan"), 0))  # noqa: E731 -- a curve no seed logged
     lines = [f"{len(dirs)} seeds ({', '.join(per_seed)}); mean ± sample std; percentages", "",
-             "| RM | spot-check accuracy | precision (wrong) | recall (wrong) | unparsed (of 400) |",
+             "| RM | spot-check accuracy | precision (wrong) | recall (wrong) | unparsed verdicts |",
              "|---|---|---|---|---|"]
     for rm in ("classic_rm", "cot_rm"):
         lines.append(f"| {rm} | {fmt(a(f'{rm}/accuracy'))} | {fmt(a(f'{rm}/wrong_precision'))} | "

@@ -132,6 +132,8 @@ class RLModule(L.LightningModule):
         engine = VisionRolloutEngine if self.vision else RolloutEngine
         self.engine = engine(full_weights(self.model), max_batch_size=batch, max_seq_len=seq)
         self.registry.check(self.prompts)  # an unknown verifier or unusable tests fail now, naming the prompt
+        if self.registry.judge is not None:  # a learned reward model judges where the policy trains
+            self.registry.judge.to(self.device)
 
     def on_fit_end(self) -> None:
         self.registry.close()  # stops the sandbox's helper processes, if code prompts started them

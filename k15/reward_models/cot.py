@@ -10,7 +10,8 @@ Steps:
        " " + rationale + " " + verdict (k15.reward_models.verdicts, json or plain) + end of sequence;
        the loss is on the response only (k15.chat.ChatFormat.example puts IGNORE on the prompt);
     2. `CoTRMModule`: the SFT module (next-token loss on packed rows, k15.data.packing);
-    3. `export_cot_rm` / `load_cot_rm`: a causal-LM directory plus the RM marker (with the verdict format);
+    3. `export_cot_rm` / `load_cot_rm`: a causal-LM directory plus the RM marker (with the verdict format
+       and the chat format it was trained in, so a later run prompts it the same way);
     4. `CoTRM.judge(examples)`: greedy generation with the rollout engine (batched), then
        `parse_verdict` on each text; a text without a verdict is reason `unparsed`, counted, and
        wrong wherever a reward is given for it.
@@ -107,14 +108,19 @@ class CoTRM:
         return [Judgement(*parse_verdict(t), t) for t in texts]
 
 
-def export_cot_rm(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path, verdict_format: str) -> Path:
+def export_cot_rm(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path, verdict_format: str,
+                  chat: ChatFormat = RAW) -> Path:
     return export_reward_model(model, tok, path, "cot", verdict_format=verdict_format,
-                               max_len=model.config.max_position_embeddings)
+                               max_len=model.config.max_position_embeddings, chat_template=chat.template,
+                               system_prompt=chat.system_prompt)
 
 
 def load_cot_rm(path: str | Path, key: str = "cot_rm", attn_implementation: str = "sdpa", max_new_tokens: int = 96,
-                batch_size: int = 64, chat: ChatFormat = RAW, foreign_ok: bool = False) -> CoTRM:
-    read_marker(path, "cot", key, foreign_ok)
+                batch_size: int = 64, chat: ChatFormat | None = None, foreign_ok: bool = False) -> CoTRM:
+    """`chat`: how to prompt it; None: the chat format its marker records (raw text when it records none)."""
+    info = read_marker(path, "cot", key, foreign_ok)
+    if chat is None:
+        chat = ChatFormat(info.get("chat_template"), info.get("system_prompt"))
     model = load_decoder(path, attn_implementation, key)
     return CoTRM(model, load_tokenizer(path, key), max_new_tokens, batch_size, chat)
 

@@ -22,7 +22,7 @@ from k15.config import ExperimentConfig
 from k15.reward_models.classic import load_classic_rm
 from k15.reward_models.cot import load_cot_rm
 from k15.reward_models.data import read_examples
-from k15.reward_models.judge import RewardJudge, load_judge, probe
+from k15.reward_models.judge import RewardJudge, check_domains, load_judge, probe
 from k15.reward_models.spotcheck import agreement
 from k15.reward_models.stages import run_classic_rm, run_cot_rm, run_rm_data
 from k15.runs import Summary
@@ -60,7 +60,7 @@ def _train_rm(cfg: ExperimentConfig, run_dir: Path, exports: dict[str, Path], su
 
     rm = cfg.reward_model
     init = _source(rm.init_from, exports)
-    stage_dir, data_dir = run_dir / stage, run_dir / "rm_data"
+    stage_dir, data_dir = run_dir / stage, exports.get("rm_data", run_dir / "rm_data")  # shared by arms: elsewhere
     ckpt = stage_dir / "checkpoints" / "last.ckpt"  # present only when an interrupted run is resumed
     ckpt = ckpt if ckpt.exists() else None
     logger = stage_logger(run_dir, stage)
@@ -95,16 +95,20 @@ def spotcheck_table(results: dict[str, dict]) -> Table:
 
 
 def judge_for_rl(cfg: ExperimentConfig, exports: dict[str, Path], records) -> RewardJudge | None:
-    """The reward model `rewards.rm` names, loaded and probed on the RL prompts `records`; None when
-    rewards.rm.kind is none. It reads its prompts the way its own checkpoint was tuned (data.chat_template)."""
+    """The reward model `rewards.rm` names (a stage of this run, else a directory), loaded and checked
+    against the RL prompts `records` (some of its domains; with rewards.rm.probe, verdicts that parse);
+    None when rewards.rm.kind is none."""
+    from k15.pipeline import console  # the pipeline imports this module
+
     rm = cfg.rewards.rm
     if rm.kind == "none":
         return None
     path = _source(rm.path, exports)
-    judge = load_judge(rm, path, "rewards.rm.path", _chat(cfg, path), cfg.model.attn_implementation)
+    judge = load_judge(rm, path, "rewards.rm.path")
+    judged = len(check_domains(judge, records))
     said = probe(judge, records) if rm.probe else []
-    checked = f" (probe: {sum(j.correct is True for j in said)} of {len(said)} references judged correct)" if said else ""
-    print(f"rl: the reward of {', '.join(sorted(judge.domains))} prompts comes from {rm.kind} {path}{checked}", flush=True)
+    checked = f"; probe: {sum(j.correct is True for j in said)} of {len(said)} references judged correct" if said else ""
+    console.print(f"rl: the reward of {judged} {'/'.join(sorted(judge.domains))} prompts comes from {rm.kind} {path}{checked}")
     return judge
 
 

@@ -107,7 +107,7 @@ def run_cot_rm(cfg: RewardModelConfig, data_dir: Path, init_from: Path | None, s
     model.train()
     module = CoTRMModule(model, tok, t.optim, t.max_steps, chat=chat)
     trainer_fn(Path(stage_dir), t.max_steps, t.optim.grad_clip).fit(module, datamodule=data, ckpt_path=ckpt_path)
-    return export_cot_rm(model, tok, Path(stage_dir) / "model", fmt)
+    return export_cot_rm(model, tok, Path(stage_dir) / "model", fmt, chat)
 
 
 def _say_dropped(stage: str, dropped: int, max_len: int) -> None:

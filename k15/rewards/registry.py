@@ -147,7 +147,7 @@ class RewardRegistry:
             for sid, _, _ in mine:
                 self._error(verdicts, sid, self.judge.name, exc)
             return
-        for (sid, _, _), j in zip(mine, said):
+        for (sid, _, _), j in zip(mine, said, strict=True):
             truth = verdicts[sid].reward == 1.0
             rm = bool(j.correct)  # unparsed (None) is reward 0
             self.last_rm["judged"] += 1

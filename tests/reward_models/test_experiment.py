@@ -54,6 +54,10 @@ def test_both_rms_train_are_spot_checked_and_reward_rl(tmp_path):
     for arm in results:
         assert {"rl", "eval"} <= set(results[arm]["stages"]) and set(results[arm]["eval"]) == {"sft", "rl"}
     assert "comes from classic_rm" in proc.stderr + proc.stdout and "comes from cot_rm" in proc.stderr + proc.stdout
+    # every arm's RL starts from the shared SFT model (not the last shared export, an RM)
+    assert proc.stderr.replace("\n", "").count(f"from {run_dir / 'sft' / 'model'}") == 3
+    # evaluation never uses the RM: the same SFT model scores the same in every arm
+    assert results["checker"]["eval"]["sft"] == results["classic_rm"]["eval"]["sft"] == results["cot_rm"]["eval"]["sft"]
     # the report over "seeds" (one directory given twice): every number from the files, the spread zero
     data, text = report([experiment, experiment])
     for rm in ("classic_rm", "cot_rm"):

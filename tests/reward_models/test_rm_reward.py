@@ -3,6 +3,7 @@ disagreement counts, foreign RM directories, the probe, and the command line's o
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,16 +13,16 @@ from transformers import AutoModelForSequenceClassification
 
 from k15.config import RMRewardConfig
 from k15.data.prompts import PromptRecord, freeform_prompt_set, write_prompt_set
-from k15.errors import CheckpointError
+from k15.errors import CheckpointError, DataError
 from k15.models.decoder import export
 from k15.reward_models.checkpoints import read_marker
 from k15.reward_models.classic import ClassicRM, classic_from_decoder, export_classic_rm
 from k15.reward_models.cot import CoTRM, with_context
 from k15.reward_models.data import judge_prompt
-from k15.reward_models.judge import Judgement, RewardJudge, example_of, probe
+from k15.reward_models.judge import RewardJudge, RewardVerdict, example_of, probe
 from k15.rewards.freeform import verify_freeform
 from k15.rewards.registry import VERIFIER_ERROR, RewardRegistry
-from tests.tiny import TINY
+from tests.tiny import RM_SMOKE, TINY
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -40,7 +41,7 @@ class ScriptedJudge:
 
     def judge(self, examples):
         self.asked += examples
-        return [Judgement(v, "unparsed" if v is None else ("correct" if v else "wrong")) for v in self.verdicts]
+        return [RewardVerdict(v, "unparsed" if v is None else ("correct" if v else "wrong")) for v in self.verdicts]
 
 
 def test_the_freeform_verifier_reads_the_final_answer_in_any_surface_form():
@@ -106,9 +107,13 @@ def test_probe_refuses_an_rm_whose_verdicts_never_parse(tiny_lm):
     lm, tok = tiny_lm  # untrained: writes no verdict
     judge = RewardJudge("cot_rm", CoTRM(with_context(lm, 160), tok, max_new_tokens=8), RMRewardConfig(kind="cot_rm"))
     records = freeform_prompt_set(4, "train", range(1, 3), 0.1, seed=0)
+    # a judge prompt with no room left for the verdict is its own reason; the others are judged as usual
+    long = example_of("5+3=", "8", "<answer>" + "eight " * 60 + "</answer>")
+    said = judge.judge([example_of(r.prompt, r.answer, r.answer) for r in records[:2]] + [long])
+    assert [v.reason for v in said] == ["unparsed", "unparsed", "too_long"]
     with pytest.raises(CheckpointError, match=r"the cot_rm's verdicts never parse \(0 of 4 probe"):
         probe(judge, records)
-    with pytest.raises(CheckpointError, match=r"no prompt of the RL prompt set has one of these domains"):
+    with pytest.raises(DataError, match=r"no prompt of the RL prompt set has one of these domains"):
         probe(judge, [record(0, "8", "arithmetic")])
     # one parsed verdict is enough (the probe checks that the RM answers, not that it is right)
     scripted = RewardJudge("cot_rm", None, RMRewardConfig())
@@ -166,19 +171,22 @@ def rm_dirs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong_kind", "never_parses"])
+@pytest.mark.parametrize("case", ["missing", "wrong_kind", "never_parses", "no_domain"])
 def test_bad_rm_directories_stop_before_rl_in_one_line(rm_dirs, tmp_path, case):
-    path = {"missing": rm_dirs / "nowhere", "wrong_kind": rm_dirs / "classic", "never_parses": rm_dirs / "policy"}[case]
+    path = {"missing": rm_dirs / "nowhere", "wrong_kind": rm_dirs / "classic"}.get(case, rm_dirs / "policy")
     run_dir = tmp_path / "run"
+    domains = ["rewards.rm.domains=[math]"] if case == "no_domain" else []
     proc = quickstart("rewards.rm.kind=cot_rm", f"rewards.rm.path={path}", f"rl.prompt_path={rm_dirs / 'freeform.jsonl'}",
-                      "stages=[rl]", f"model.init_from={rm_dirs / 'policy'}", f"run.dir={run_dir}")
+                      "stages=[rl]", f"model.init_from={rm_dirs / 'policy'}", f"run.dir={run_dir}", *domains)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    expected = {"missing": "rewards.rm.path", "wrong_kind": "is a classic reward model, not a cot one",
-                "never_parses": "the cot_rm's verdicts never parse"}[case]
+    expected = {"missing": f"rewards.rm.path={path}: directory not found",
+                "wrong_kind": "is a classic reward model, not a cot one",
+                "never_parses": "the cot_rm's verdicts never parse",
+                "no_domain": "rewards.rm.domains=['math']: no prompt of the RL prompt set has one of these domains"}[case]
     assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
     assert not (run_dir / "rl" / "model").exists()  # RL never trained
-    if case != "never_parses":
+    if case in ("missing", "wrong_kind"):
         assert not run_dir.exists()  # refused by the preflight: nothing written
 
 
@@ -204,3 +212,22 @@ def test_rl_with_an_rm_logs_disagreement_every_iteration(rm_dirs, tmp_path):
     assert series("reward/count_classic_rm_correct") == [1.0, 2.0]  # samples so far: one judged per iteration
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "rl" in summary["stages"]
+
+
+def test_a_resumed_run_finds_the_rm_it_trained(rm_dirs, tmp_path):
+    """rewards.rm.path names a stage of this run: after an interruption before RL, --resume finds its export."""
+    run_dir = tmp_path / "run"
+    args = ["stages=[pretrain,sft,rm_data,classic_rm,rl]", "rewards.rm.kind=classic_rm", "rewards.rm.path=classic_rm",
+            f"rl.prompt_path={rm_dirs / 'freeform.jsonl'}", "rl.iterations=1", "rl.prompts_per_iteration=2",
+            "rl.samples_per_prompt=2", "rl.max_new_tokens=8", "pretrain.max_steps=2", "sft.max_steps=2",
+            *[o for o in RM_SMOKE if "classic" in o or "data." in o or "max_len" in o], f"run.dir={run_dir}"]
+    assert quickstart(*args).returncode == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    del summary["stages"]["rl"]  # as if the run had stopped before its RL stage finished
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    shutil.rmtree(run_dir / "rl")
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", "--resume", str(run_dir)], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"comes from classic_rm {run_dir / 'classic_rm' / 'model'}" in proc.stderr.replace("\n", "")
+    assert "classic_rm: finished before, skipped" in proc.stderr and (run_dir / "rl" / "model").is_dir()
