@@ -240,6 +240,18 @@ class RepeatConfig:
 
 
 @dataclass
+class AsyncConfig:
+    """Asynchronous RL (issue #19, k15.rl.workers): rollout worker processes generate while the trainer trains.
+
+    On the command line `rl.async.KEY` is accepted for `rl.asynchronous.KEY` (`async` is a Python keyword).
+    """
+
+    workers: int = 0  # rollout worker processes; 0: today's synchronous loop, unchanged
+    max_staleness: int = 1  # train on a group only if made by a policy at most this many versions (iterations) old
+    heartbeat_timeout_s: float = 300.0  # a worker silent this long is named as hung and the run stops
+
+
+@dataclass
 class RLConfig:
     """One iteration: draw prompts, sample k responses each, score, then `epochs` x `minibatches` optimizer steps."""
 
@@ -271,6 +283,7 @@ class RLConfig:
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
     partial: PartialRolloutConfig = field(default_factory=PartialRolloutConfig)
     repeat: RepeatConfig = field(default_factory=RepeatConfig)
+    asynchronous: AsyncConfig = field(default_factory=AsyncConfig)  # `rl.async.*` on the command line
 
 
 @dataclass
@@ -471,6 +484,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str],
                     before_validate: Callable[[ExperimentConfig], None] | None = None) -> ExperimentConfig:
     """Apply `key=value` overrides (YAML values, coerced to the schema's types) and validate;
     `before_validate` sees the overridden config first (an experiment's own requirements)."""
+    overrides = [_alias(item) for item in overrides]
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -506,6 +520,12 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str],
         before_validate(result)
     validate(result)
     return result
+
+
+def _alias(item: str) -> str:
+    """`rl.async.KEY=V` -> `rl.asynchronous.KEY=V`: the issue's key, for a field Python cannot name `async`."""
+    key = item.lstrip()
+    return "rl.asynchronous." + key[len("rl.async."):] if key.startswith("rl.async.") else item
 
 
 def all_keys(obj: Any, prefix: str = "") -> list[str]:
@@ -712,6 +732,13 @@ def validate(cfg: ExperimentConfig) -> None:
          f"rl.partial.budget x (rl.partial.max_continuations + 1) = {pr.budget} x {pr.max_continuations + 1} = {reach} is below "
          f"rl.max_new_tokens={r.max_new_tokens}: answers would be cut short of it; raise the budget or max_continuations")
     need(pr.loss_on in ("all", "current"), f"rl.partial.loss_on must be all or current, got '{pr.loss_on}'")
+    a = r.asynchronous
+    need(a.workers >= 0, f"rl.async.workers must be >= 0 (0: the synchronous loop), got {a.workers}")
+    need(a.max_staleness >= 0, f"rl.async.max_staleness must be >= 0, got {a.max_staleness}")
+    need(a.heartbeat_timeout_s > 0, f"rl.async.heartbeat_timeout_s must be > 0, got {a.heartbeat_timeout_s}")
+    if a.workers > 0:  # what the first async slice does not do yet: refused, not half-run (image prompts: RLModule)
+        need(pr.budget == 0 or pr.budget >= r.max_new_tokens,
+             "rl.async.workers > 0 does not support partial rollouts yet; set rl.partial.budget=0")
     rp = r.repeat
     need(rp.ngram >= 0, f"rl.repeat.ngram must be >= 0 (0: off), got {rp.ngram}")
     need(rp.threshold >= 2, f"rl.repeat.threshold must be >= 2 (occurrences of the n-gram), got {rp.threshold}")
@@ -824,6 +851,8 @@ def validate(cfg: ExperimentConfig) -> None:
     need(sharding or not t.sharded_checkpoints, "trainer.sharded_checkpoints needs trainer.strategy=fsdp or fsdp2")
     need(t.strategy != "fsdp2" or cfg.rl.reset_optimizer,
          "trainer.strategy=fsdp2 needs rl.reset_optimizer=true (a kept RL optimizer's state is sharded and its checkpoint is not)")
+    need(r.asynchronous.workers == 0 or (t.strategy == "auto" and t.devices * t.num_nodes == 1),
+         "rl.async.workers > 0 needs one trainer process (trainer.strategy=auto, one device) for now")
     need(t.strategy != "auto" or t.devices * t.num_nodes == 1,
          "trainer.devices x trainer.num_nodes > 1 needs trainer.strategy=ddp, fsdp or fsdp2")
     if problems:

@@ -16,6 +16,10 @@ of the synthetic world (the registry of verifiers is a later issue). Prompts are
 step, not by a DataLoader, so the sampler always sees the latest state and a checkpoint holds all
 of it (sampler with its success rates and RNG, replay buffer, RNG, iteration) for an exact resume.
 With partial rollouts an iteration trains only on the groups whose k responses have all finished.
+
+With `rl.async.workers > 0` rollout worker processes generate instead of the in-process engine
+(k15.rl.workers.loop.AsyncRollouts takes the place of step 1-2's generation, and publishes the
+weights after step 6); everything else is the same code. With 0, nothing here changes.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from k15.distributed import (
     ShardedEngine, all_reduce_sum, configure_fsdp2, full_weights, loss_denominator, owned_rows, rank, reshard,
     shard_weight, world_size,
 )
-from k15.errors import DataError
+from k15.errors import ConfigError, DataError
 from k15.guards import NonFiniteGuard
 from k15.perf import memory_metrics
 from k15.rewards.registry import RewardRegistry, verifier_name
@@ -45,6 +49,7 @@ from k15.rl.batch import RolloutBatch, token_logprobs
 from k15.rl.length_penalty import length_reward, length_stats
 from k15.rl.losses import rl_loss, sequence_logprob
 from k15.rl.sampler import make_sampler
+from k15.rl.workers.loop import AsyncRollouts, start_async_rollouts
 from k15.rollout.buffer import Group
 from k15.data.vision_prompts import image_prompt
 from k15.models.policy import is_vlm
@@ -83,6 +88,7 @@ class RLModule(L.LightningModule):
             cfg.partial.min_groups,
         )
         self.generator = torch.Generator().manual_seed(seed)  # rollouts and minibatch order
+        self.seed = seed  # async: the seed of every rollout request (k15.rl.workers.loop.request_seed)
         self.iteration = 0
         self.length_penalty_weight = 0.0  # set before each iteration by LengthPenaltySchedule
         self._prompt_tokens: dict[int, list[int]] = {}  # token ids of text prompts
@@ -97,6 +103,9 @@ class RLModule(L.LightningModule):
         self.registry = RewardRegistry.from_config(rewards or RewardConfig(), judge=judge)
         self._verifier_means: dict[str, float] = {}
         self.engine: RolloutEngine | None = None
+        self.workers: AsyncRollouts | None = None  # rl.async.workers > 0: rollout worker processes, not self.engine
+        if cfg.asynchronous.workers and (self.vision or any(p.images for p in prompts)):
+            raise ConfigError("rl.async.workers > 0 does not support image prompts or a VLM policy yet; use rl.async.workers=0")
         self.opt: torch.optim.Optimizer | None = None
         self.persistent_opt_state: dict | None = None
 
@@ -122,6 +131,8 @@ class RLModule(L.LightningModule):
         callbacks: list[L.Callback] = [SamplerHistograms(c.sampling.histogram_every_n_iterations)]
         if c.length_penalty.weight > 0:
             callbacks.append(LengthPenaltySchedule(c.length_penalty.weight, c.length_penalty.warmup_iterations))
+        if c.asynchronous.workers:
+            callbacks.append(CloseWorkersOnException())
         return callbacks
 
     def on_fit_start(self) -> None:
@@ -129,13 +140,17 @@ class RLModule(L.LightningModule):
         # A continued trajectory's prompt holds its earlier segments; left-padding aligns all rows
         # at the longest prompt, so the cache needs up to one budget more than max_seq_len.
         seq = self.max_seq_len + self.rollouts.budget
-        engine = VisionRolloutEngine if self.vision else RolloutEngine
-        self.engine = engine(full_weights(self.model), max_batch_size=batch, max_seq_len=seq)
+        if self.cfg.asynchronous.workers:
+            self.workers = start_async_rollouts(self.model, self.cfg, seq, self.seed, self.iteration, str(self.device))
+        else:
+            engine = VisionRolloutEngine if self.vision else RolloutEngine
+            self.engine = engine(full_weights(self.model), max_batch_size=batch, max_seq_len=seq)
         self.registry.check(self.prompts)  # an unknown verifier or unusable tests fail now, naming the prompt
         if self.registry.judge is not None:  # a learned reward model judges where the policy trains
             self.registry.judge.to(self.device)
 
     def on_fit_end(self) -> None:
+        self.close_workers()
         self.registry.close()  # stops the sandbox's helper processes, if code prompts started them
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -172,14 +187,20 @@ class RLModule(L.LightningModule):
         started = time.perf_counter()
         self._image_prompts.clear()
         self.drawn: list[int] = []  # this iteration's new prompts (RUN/rl/drawn.jsonl, k15.callbacks.data_order)
-        self.engine.load_weights(full_weights(self.model))  # under FSDP2 the shards are gathered first
-        metrics["perf/weight_sync_s"] = time.perf_counter() - started
-
-        t = time.perf_counter()
-        done = self.rollouts.run(
-            self.iteration, self.rollout_engine(), self.draw,
-            self.prompt_tokens, self.sampling_params(), self.generator,
-        )
+        if self.workers is None:
+            self.engine.load_weights(full_weights(self.model))  # under FSDP2 the shards are gathered first
+            metrics["perf/weight_sync_s"] = time.perf_counter() - started
+            t = time.perf_counter()
+            done = self.rollouts.run(
+                self.iteration, self.rollout_engine(), self.draw,
+                self.prompt_tokens, self.sampling_params(), self.generator,
+            )
+        else:
+            # Finished groups from the workers, each sample with the log-probs its worker recorded under the
+            # version that made it (for rl/logp_mismatch); the loss's reference is recomputed in train_on with
+            # the policy at this iteration's start, exactly as in the synchronous loop.
+            t = time.perf_counter()
+            done = self.workers.run(self.iteration, self.draw, self.prompt_tokens, self.sampling_params())
         metrics["perf/rollout_s"] = time.perf_counter() - t
         metrics["rollout/tokens_per_s"] = done.generated_tokens / max(metrics["perf/rollout_s"], 1e-9)
         metrics.update(done.stats)
@@ -201,12 +222,20 @@ class RLModule(L.LightningModule):
             metrics.update(rollout.length_stats(prefix="rollout/"))
             metrics.update({f"reward/{k}": float(v) for k, v in group_stats(rewards, groups).items()})
         metrics.update(self.sampler.stats())
+        if self.workers is not None:  # the next iteration's version: this iteration's weights, for requests from now on
+            metrics["perf/weight_sync_s"] = self.workers.publish(self.model, self.iteration + 1)
         metrics["perf/iteration_s"] = time.perf_counter() - started
         metrics.update(memory_metrics())  # rss now and peak so far: a leak shows as a rising rss
 
         self.iteration += 1
         self.log_iteration(metrics, rollout, rewards)
         return None
+
+    def close_workers(self) -> None:
+        """Stop the rollout workers, if any (at the end of fit and on any failure)."""
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
 
     def draw(self, n: int) -> list[int]:
         """The sampler's next `n` prompt indices, kept in `drawn` for the record of what each iteration drew."""
@@ -408,3 +437,10 @@ class RLModule(L.LightningModule):
                 experiment.add_image(f"rollouts/sample{i}_image{j}", shown, self.iteration)
             if sample.images:
                 experiment.add_text(f"rollouts/sample{i}", f"r={reward:g}: {self.tok.decode(sample.tokens)}", self.iteration)
+
+
+class CloseWorkersOnException(L.Callback):
+    """On a failed fit (an exception anywhere, Ctrl-C included) the rollout workers stop before the error surfaces."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
+        pl_module.close_workers()
