@@ -3,7 +3,8 @@
 - IterationCheckpoint: every N iterations, for stages whose step counter is not Lightning's
   `global_step` (RL with manual optimization counts iterations).
 - PreemptionCheckpoint: after SIGTERM / SIGUSR1, saves last.ckpt at the next safe point (after an
-  optimizer step or RL iteration) and stops the run (k15.callbacks.preemption).
+  optimizer step or RL iteration) and stops the run (k15.callbacks.preemption). The same save, and a
+  line saying where it is, when a StopWithCheckpoint error ends the fit (a dead rollout worker).
 - ResumeReport: once Lightning has restored a checkpoint, one line saying where the stage continues.
 
 Writes are atomic through the trainer's AtomicCheckpointIO plugin (k15.checkpoint_io). All three are
@@ -21,8 +22,16 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from k15.callbacks.preemption import Preempted, note, requested, stopping, take_signals
+from k15.callbacks.preemption import Preempted, note, requested, resume_command, stopping, take_signals
 from k15.distributed import all_gather_objects
+from k15.errors import K15Error
+
+
+class StopWithCheckpoint(K15Error):
+    """A one-line failure raised while the module still holds its last finished step's or iteration's
+    state (the failed one changed nothing yet, e.g. a rollout worker died): PreemptionCheckpoint saves
+    last.ckpt, says where and how to resume, then the error ends the run (exit 2 on the command line).
+    Single-process fits only: the save is not coordinated with other ranks."""
 
 
 def progress(trainer: L.Trainer, pl_module: L.LightningModule, unit: str) -> int:
@@ -92,6 +101,23 @@ class PreemptionCheckpoint(L.Callback):
             trainer.save_checkpoint(path)
         at = f"{self.stage} {self.unit} {progress(trainer, pl_module, self.unit)}"
         raise stopping(Preempted(signum, self.run_dir, self.stage, at, path))
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """On a StopWithCheckpoint: last.ckpt of the last finished step / iteration, and one line before the error's.
+
+        Steps: 1. the path preemption uses (the ModelCheckpoint's last.ckpt, told it is its own);
+        2. save (Lightning counts the failed batch as not processed, so a resume runs it again);
+        3. say where it stopped, the checkpoint and the `--resume` command."""
+        if not isinstance(exception, StopWithCheckpoint):
+            return
+        path = self.run_dir / self.stage / "checkpoints" / "last.ckpt"
+        if self.last is not None:
+            path = Path(self.last.dirpath) / f"{self.last.CHECKPOINT_NAME_LAST}{self.last.FILE_EXTENSION}"
+            self.last.last_model_path = os.fspath(path)
+        trainer.save_checkpoint(path)
+        done = progress(trainer, pl_module, self.unit)
+        print(f"stopped in {self.stage} after {self.unit} {done}: saved {path}; continue with: {resume_command(self.run_dir)}",
+              file=sys.stderr, flush=True)
 
 
 class ResumeReport(L.Callback):

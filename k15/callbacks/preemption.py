@@ -35,6 +35,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _received: list[int] = []  # signals noted since catch_signals() began; the first one decides
 
 
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in `run_dir` from its last checkpoint."""
+    return f"python -m experiments.run --resume {run_dir}"
+
+
 def exit_status(signum: int) -> int:
     """128 + signal number, as a shell reports a process killed by that signal."""
     return 128 + int(signum)
@@ -51,8 +56,7 @@ class Preempted(SystemExit):
         name = signal.Signals(signum).name
         self.record = {"signal": name, "stage": stage, "at": at, "checkpoint": str(checkpoint) if checkpoint else None}
         saved = f"saved {checkpoint}" if checkpoint else f"stage {stage} finished"
-        self.message = (f"preempted: {name} at {at}; {saved}; continue with: "
-                        f"python -m experiments.run --resume {run_dir} (exit status {self.code})")
+        self.message = f"preempted: {name} at {at}; {saved}; continue with: {resume_command(run_dir)} (exit status {self.code})"
 
     def __str__(self) -> str:
         return self.message

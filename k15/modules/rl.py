@@ -24,6 +24,7 @@ weights after step 6); everything else is the same code. With 0, nothing here ch
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 
@@ -32,6 +33,7 @@ import torch
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from k15.callbacks.checkpoint import StopWithCheckpoint
 from k15.callbacks.length_penalty import LengthPenaltySchedule
 from k15.callbacks.sampler_histograms import SamplerHistograms
 from k15.config import RewardConfig, RLConfig
@@ -40,7 +42,7 @@ from k15.distributed import (
     ShardedEngine, all_reduce_sum, configure_fsdp2, full_weights, loss_denominator, owned_rows, rank, reshard,
     shard_weight, world_size,
 )
-from k15.errors import ConfigError, DataError
+from k15.errors import ConfigError, DataError, K15Error
 from k15.guards import NonFiniteGuard
 from k15.perf import memory_metrics
 from k15.rewards.registry import RewardRegistry, verifier_name
@@ -50,6 +52,7 @@ from k15.rl.length_penalty import length_reward, length_stats
 from k15.rl.losses import rl_loss, sequence_logprob
 from k15.rl.sampler import make_sampler
 from k15.rl.workers.loop import AsyncRollouts, start_async_rollouts
+from k15.rl.workers.staleness import StalenessHistogram
 from k15.rollout.buffer import Group
 from k15.data.vision_prompts import image_prompt
 from k15.models.policy import is_vlm
@@ -104,6 +107,7 @@ class RLModule(L.LightningModule):
         self._verifier_means: dict[str, float] = {}
         self.engine: RolloutEngine | None = None
         self.workers: AsyncRollouts | None = None  # rl.async.workers > 0: rollout worker processes, not self.engine
+        self.async_dropped = 0  # stale groups dropped in this run, kept across a resume (and once the workers close)
         if cfg.asynchronous.workers and (self.vision or any(p.images for p in prompts)):
             raise ConfigError("rl.async.workers > 0 does not support image prompts or a VLM policy yet; use rl.async.workers=0")
         self.opt: torch.optim.Optimizer | None = None
@@ -132,7 +136,7 @@ class RLModule(L.LightningModule):
         if c.length_penalty.weight > 0:
             callbacks.append(LengthPenaltySchedule(c.length_penalty.weight, c.length_penalty.warmup_iterations))
         if c.asynchronous.workers:
-            callbacks.append(CloseWorkersOnException())
+            callbacks += [StalenessHistogram(), CloseWorkersOnException()]
         return callbacks
 
     def on_fit_start(self) -> None:
@@ -141,7 +145,8 @@ class RLModule(L.LightningModule):
         # at the longest prompt, so the cache needs up to one budget more than max_seq_len.
         seq = self.max_seq_len + self.rollouts.budget
         if self.cfg.asynchronous.workers:
-            self.workers = start_async_rollouts(self.model, self.cfg, seq, self.seed, self.iteration, str(self.device))
+            self.workers = start_async_rollouts(self.model, self.cfg, seq, self.seed, self.iteration, str(self.device),
+                                                self.async_dropped)
         else:
             engine = VisionRolloutEngine if self.vision else RolloutEngine
             self.engine = engine(full_weights(self.model), max_batch_size=batch, max_seq_len=seq)
@@ -165,6 +170,7 @@ class RLModule(L.LightningModule):
                 self.opt.state_dict() if self.opt is not None else self.persistent_opt_state),
             "guard": self.guard.state_dict(),
             "verifier_counts": dict(self.registry.counts),
+            "async_dropped": self.workers.dropped if self.workers is not None else self.async_dropped,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -177,6 +183,7 @@ class RLModule(L.LightningModule):
         self.persistent_opt_state = state["optimizer"]
         self.guard.load_state_dict(state["guard"])
         self.registry.counts = Counter(state["verifier_counts"])
+        self.async_dropped = int(state.get("async_dropped", 0))  # absent from checkpoints written before async RL
 
     # ------------------------------------------------------------------------------------------
     # One RL iteration
@@ -200,7 +207,7 @@ class RLModule(L.LightningModule):
             # version that made it (for rl/logp_mismatch); the loss's reference is recomputed in train_on with
             # the policy at this iteration's start, exactly as in the synchronous loop.
             t = time.perf_counter()
-            done = self.workers.run(self.iteration, self.draw, self.prompt_tokens, self.sampling_params())
+            done = self.async_round()
         metrics["perf/rollout_s"] = time.perf_counter() - t
         metrics["rollout/tokens_per_s"] = done.generated_tokens / max(metrics["perf/rollout_s"], 1e-9)
         metrics.update(done.stats)
@@ -231,9 +238,23 @@ class RLModule(L.LightningModule):
         self.log_iteration(metrics, rollout, rewards)
         return None
 
+    def async_round(self):
+        """This iteration's finished groups from the workers; a dead or hung worker raises StopWithCheckpoint.
+
+        Steps: 1. keep the sampler's state; 2. run the round; 3. on a worker failure put the sampler back
+        (the prompts drawn for lost groups are lost with them), so that the checkpoint PreemptionCheckpoint
+        saves holds the last finished iteration: nothing else changed before training."""
+        sampler = copy.deepcopy(self.sampler.state_dict())
+        try:
+            return self.workers.run(self.iteration, self.draw, self.prompt_tokens, self.sampling_params())
+        except K15Error as failure:
+            self.sampler.load_state_dict(sampler)
+            raise StopWithCheckpoint(str(failure)) from failure
+
     def close_workers(self) -> None:
         """Stop the rollout workers, if any (at the end of fit and on any failure)."""
         if self.workers is not None:
+            self.async_dropped = self.workers.dropped
             self.workers.close()
             self.workers = None
 

@@ -22,6 +22,8 @@ What exists (each file one concept):
   (older ones dropped, counted, replaced), logs async/* (staleness mean/max, dropped groups, worker
   busy fraction, trainer wait, samples/s), publishes after the optimizer steps. It returns the same
   RolloutRound as PartialRollouts, so scoring, advantages and the loss are the synchronous ones.
+- staleness.py: StalenessHistogram, the TensorBoard histogram `async/staleness` (per trained group,
+  versions old), every iteration.
 
 The same request on the same weights gives the same tokens and log-probs in a worker as in the
 in-process engine (tests/rl/test_async_workers.py).
@@ -32,34 +34,49 @@ Done:
    workers > 0: partial rollouts (rl.partial.budget), more than one trainer process, image prompts
    or a VLM policy (in RLModule).
 2. RLModule wiring: the pool starts in on_fit_start (version = iteration, so a resume starts at its
-   iteration) and stops in on_fit_end and on any exception (CloseWorkersOnException); pool.check()
-   every iteration: a dead or hung worker stops the run with a one-line K15Error naming it (exit 2
-   from experiments.run), no orphan. The loss's reference log-probs are recomputed by the trainer at
-   the iteration start, as in the synchronous loop; the worker's log-probs travel with the samples.
-   Bounded staleness (part of step 3): groups older than max_staleness are dropped and counted;
-   a group's trajectories record its version as their segment, so `rl.partial.loss_on=current`
-   gives a stale group no gradient. Stop ids and the repeat rule travel in SamplingParams; the
-   sampler (curriculum, prioritized), verifiers (sandbox included) and length penalty stay in the
-   trainer, unchanged.
-   Tests: tests/rl/test_async_rl.py (the command line, the async/ curves, drops, a killed worker).
+   iteration) and stops in on_fit_end and on any exception (CloseWorkersOnException). The loss's
+   reference log-probs are recomputed by the trainer at the iteration start, as in the synchronous
+   loop; the worker's log-probs travel with the samples. Bounded staleness: groups older than
+   max_staleness are dropped and counted; a group's trajectories record its version as their
+   segment, so `rl.partial.loss_on=current` gives a stale group no gradient. Stop ids and the repeat
+   rule travel in SamplingParams; the sampler (curriculum, prioritized), verifiers (sandbox included)
+   and length penalty stay in the trainer, unchanged.
+3. Failure: pool.check() every iteration, and every wait for a result, names a dead or hung worker
+   in one K15Error. RLModule.async_round turns it into k15.callbacks.checkpoint.StopWithCheckpoint
+   after putting the sampler back as it was when the iteration began (the prompts drawn for the lost
+   groups go with them); the failed iteration changed nothing else, so the state is the last finished
+   iteration's. PreemptionCheckpoint (the preemption save, same path) writes RUN/rl/checkpoints/
+   last.ckpt in its on_exception and prints `stopped in rl after iteration N: saved PATH; continue
+   with: python -m experiments.run --resume RUN`; then the error's own line, `error: rollout worker
+   i (pid P) ...`, ends the run with exit 2. No worker survives (the pool closes; PR_SET_PDEATHSIG).
+4. Checkpoint and resume: trainer state, sampler (with its RNG), replay buffer and iteration are
+   saved as in the synchronous loop, plus `async/dropped_groups`' count, which a resume continues.
+   What a kill loses is the workers' in-flight work: at most 2 x prompts_per_iteration groups
+   (generated or being generated, never trained on) and the prompts drawn for them; a resume
+   publishes the checkpoint's weights as its iteration's version and draws the sampler's next
+   prompts, from where the checkpoint's sampler stood: no finished iteration runs again (a SIGKILLed
+   trainer resumes from its last periodic checkpoint, as the synchronous loop does).
+   Async runs are not bit-reproducible: which groups arrive in time, and so which are dropped and
+   which policy version made each one, depends on timing (requests are seeded, but the weights a
+   worker holds when it starts one are not fixed). The synchronous default (workers=0) stays bit-exact.
+5. TensorBoard: async/staleness (histogram) with async/staleness_mean and _max, dropped groups,
+   worker busy fraction, trainer wait, samples/s, groups in flight.
+6. benchmarks/async_rl.py: trained samples/s and held-out pass@1 at equal RL wall-clock, sync vs
+   workers=1, one thread per process, long-tailed lengths (long-CoT SFT policy over levels 1-6,
+   rl.max_new_tokens=192); last line `async ratio=X.XX`; `--smoke` runs in seconds
+   (tests/test_async_rl_benchmark.py). Not yet measured on a quiet machine, nor in RESULTS.md.
+   Tests: tests/rl/test_async_rl.py (the command line, the async/ curves and histogram, drops, a
+   killed worker -> checkpoint -> --resume, a SIGTERMed / SIGKILLed trainer -> --resume).
 
 Next steps, in order:
-3. Partial rollouts through the workers: segments with (version, tokens) in k15.rollout.buffer,
-   continued by later requests (RolloutRequest already carries limits and history); a staleness
-   histogram. Today workers > 0 refuses rl.partial.budget.
-4. Image prompts through the workers: the vision engine in the worker (VisionRolloutEngine + pixels
+1. Partial rollouts through the workers: segments with (version, tokens) in k15.rollout.buffer,
+   continued by later requests (RolloutRequest already carries limits and history). Today workers > 0
+   refuses rl.partial.budget. Then re-run F8 at equal wall-clock with async partial rollouts.
+2. Image prompts through the workers: the vision engine in the worker (VisionRolloutEngine + pixels
    in the request). Sharded trainers (FSDP2): rank 0 gathers the full weights (full_weights) and
    publishes; across nodes, broadcast over the process group or a stated follow-up. Workers use the
    trainer's device; a GPU trainer with workers is untested.
-5. Checkpoint/resume of the async loop: trainer state, buffer and sampler are saved as today; the
-   groups in flight (at most 2 x prompts_per_iteration) are lost on a kill and drawn anew on resume
-   (a resume starts the pool at the checkpoint's iteration, untested); a test that kills an async
-   run and resumes it. Async runs are not bit-reproducible (which groups arrive in time depends on
-   timing); the synchronous default stays bit-exact.
-6. Failure: on check() failing, also save a checkpoint before exiting non-zero (today: the pool is
-   closed and the run exits 2 without one).
-7. benchmarks/: trained samples/s and held-out pass@1 at equal wall-clock, sync vs workers=1 on 2
-   cores with long-tailed lengths, last line `async ratio=X.XX`; re-run F8 with async partial rollouts.
+3. Run benchmarks/async_rl.py on a quiet 2-core machine and record it in benchmarks/RESULTS.md.
 """
 
 from k15.rl.workers.messages import STOP, RolloutRequest, RolloutResult

@@ -18,7 +18,8 @@ is the iteration: version v is the policy after v iterations of training.
    then gives them no gradient, as for partial rollouts).
 
 `publish(model, version)` after the iteration's optimizer steps; `close()` stops the workers.
-What is in flight when the run ends or is killed is lost (at most 2 x groups_per_iteration groups).
+What is in flight when the run ends or is killed is lost (at most 2 x groups_per_iteration groups,
+with the prompts drawn for them: a resume draws the sampler's next ones, it never replays them).
 
 Log-probs, the same semantics as the synchronous loop: the k1.5 loss's reference log-probs
 (`logp_ref`, the "old policy") are recomputed by the trainer with the policy at the start of the
@@ -49,14 +50,16 @@ def request_seed(seed: int, iteration: int, slot: int, prompt_index: int) -> int
 
 
 class AsyncRollouts:
-    def __init__(self, pool, group_size: int, groups_per_iteration: int, max_staleness: int, seed: int):
-        """`pool`: a started RolloutWorkers (or anything with its check / submit / get / publish / close)."""
+    def __init__(self, pool, group_size: int, groups_per_iteration: int, max_staleness: int, seed: int, dropped: int = 0):
+        """`pool`: a started RolloutWorkers (or anything with its check / submit / get / publish / close);
+        `dropped`: the count a resumed run had saved."""
         self.pool, self.k, self.groups = pool, group_size, groups_per_iteration
         self.max_staleness, self.seed = max_staleness, seed
         self.in_flight: dict[int, tuple[str, int]] = {}  # request id -> (group id, prompt index)
         self.finished: list[tuple[RolloutResult, str, int]] = []  # arrived, not trained yet, oldest first
         self.next_id = 0
-        self.dropped = 0  # groups thrown away as too stale since the workers started (a resume counts anew)
+        self.dropped = dropped  # groups thrown away as too stale in this run (saved in the RL checkpoint)
+        self.ages: list[int] = []  # the last round's staleness per group (k15.rl.workers.staleness's histogram)
         self._busy_s = 0.0  # worker generate() seconds received since the last round
         self._since = time.perf_counter()
 
@@ -88,6 +91,7 @@ class AsyncRollouts:
             group_id, index = self.in_flight.pop(result.id)
             self._busy_s += result.seconds
             self.finished.append((result, group_id, index))
+        self.ages = ages
         return RolloutRound(usable, sum(len(m.tokens) for g in usable for m in g.members),
                             self._stats(usable, ages, waited))
 
@@ -131,11 +135,13 @@ class AsyncRollouts:
         self.pool.close()
 
 
-def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, version: int, device: str) -> AsyncRollouts:
-    """`rl.async.workers` workers of `model`, its weights published as `version` (the iteration), one group per request."""
+def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, version: int, device: str,
+                         dropped: int = 0) -> AsyncRollouts:
+    """`rl.async.workers` workers of `model`, its weights published as `version` (the iteration), one group per
+    request; `dropped`: the stale groups a resumed run had already counted."""
     a = cfg.asynchronous
     pool = RolloutWorkers(
         a.workers, model, max_batch_size=cfg.samples_per_prompt, max_seq_len=max_seq_len, device=device,
         version=version, heartbeat_timeout_s=a.heartbeat_timeout_s,
     )
-    return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed)
+    return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed, dropped)
