@@ -736,9 +736,6 @@ def validate(cfg: ExperimentConfig) -> None:
     need(a.workers >= 0, f"rl.async.workers must be >= 0 (0: the synchronous loop), got {a.workers}")
     need(a.max_staleness >= 0, f"rl.async.max_staleness must be >= 0, got {a.max_staleness}")
     need(a.heartbeat_timeout_s > 0, f"rl.async.heartbeat_timeout_s must be > 0, got {a.heartbeat_timeout_s}")
-    if a.workers > 0:  # what the first async slice does not do yet: refused, not half-run (image prompts: RLModule)
-        need(pr.budget == 0 or pr.budget >= r.max_new_tokens,
-             "rl.async.workers > 0 does not support partial rollouts yet; set rl.partial.budget=0")
     rp = r.repeat
     need(rp.ngram >= 0, f"rl.repeat.ngram must be >= 0 (0: off), got {rp.ngram}")
     need(rp.threshold >= 2, f"rl.repeat.threshold must be >= 2 (occurrences of the n-gram), got {rp.threshold}")

@@ -30,6 +30,10 @@ on a handful of groups (with a fresh Adam per iteration such a step is as large 
 `budget=0` (or a budget >= max_new_tokens) turns the budget and the buffer off: every response is
 generated in one go, exactly as without this module (the engine gets the same prompts in the same
 order).
+
+Its pieces (effective_budget, segment_limits, settle, partial_stats) are also the asynchronous
+loop's (k15.rl.workers.loop), where a segment records the policy version (= iteration) of the worker
+that made it.
 """
 
 from __future__ import annotations
@@ -51,19 +55,72 @@ class RolloutRound:
     stats: dict[str, float]
 
 
+def effective_budget(budget: int, max_new_tokens: int, max_continuations: int) -> int:
+    """The budget in force: checked (>= 0, and budget x (max_continuations + 1) reaches max_new_tokens);
+    0 when it cuts nothing (0, or >= max_new_tokens)."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0 (0: off), got {budget}")
+    if 0 < budget * (max_continuations + 1) < max_new_tokens:
+        raise ValueError(
+            f"budget x (max_continuations + 1) = {budget} x {max_continuations + 1} is below max_new_tokens={max_new_tokens}: "
+            "answers would be cut short"
+        )
+    return budget if budget < max_new_tokens else 0  # a budget that cuts nothing is no budget
+
+
+def segment_limits(members: list[Trajectory], budget: int, max_new_tokens: int) -> tuple[list[int] | None, list[int] | None]:
+    """The engine's `limits` and `history` for the next segment of each member (None, None without a budget):
+    at most `budget` new tokens, never past max_new_tokens; its earlier tokens end its prompt (history, for the repeat rule)."""
+    if not budget:
+        return None, None
+    return [min(budget, max_new_tokens - len(m.tokens)) for m in members], [len(m.tokens) for m in members]
+
+
+def settle(m: Trajectory, version: int, tokens: list[int], logprobs: list[float], reason: str, max_new_tokens: int,
+           max_continuations: int) -> str:
+    """Append one budgeted segment, made by policy `version` (an iteration), to `m`; returns what became of it:
+    "done" (stopped, or reached max_new_tokens), "capped" (unfinished after max_continuations continuations:
+    finalized as truncated) or "saved" (out of budget: to be continued)."""
+    m.extend(version, tokens, logprobs)
+    if reason != "length" or len(m.tokens) >= max_new_tokens:
+        m.finish_reason = reason
+        return "done"
+    if len(m.segments) > max_continuations:
+        m.finish_reason = "length"
+        return "capped"
+    return "saved"
+
+
+def partial_stats(iteration: int, done: list[Group], slots: int, continued: int, saved: int, capped: int,
+                  buffered_trajectories: int, buffered_groups: int) -> dict[str, float]:
+    """rollout/* of one iteration under a budget: `slots` trajectories got a segment, `continued` of them continued
+    an earlier one, `saved` are to be continued, `capped` were finalized as truncated; `done` are trained now."""
+    slots = max(slots, 1)
+    stats = {
+        "rollout/partial_frac": saved / slots,  # of this iteration's trajectories: saved unfinished
+        "rollout/continued_frac": continued / slots,  # ... that continued an earlier one
+        "rollout/capped_frac": capped / slots,  # ... finalized as truncated by max_continuations
+        "rollout/buffer_trajectories": float(buffered_trajectories),
+        "rollout/buffer_groups": float(buffered_groups),
+        "rollout/finished_groups": float(len(done)),
+    }
+    trained = [m for g in done for m in g.members]
+    if trained:
+        ages = [iteration - m.segments[0][0] for m in trained]  # iterations since its first token
+        stats["rollout/segments_mean"] = sum(len(m.segments) for m in trained) / len(trained)
+        stats["rollout/staleness_mean"] = sum(ages) / len(ages)
+        stats["rollout/staleness_max"] = float(max(ages))
+        stale = sum(m.tokens_before(iteration) for m in trained)
+        stats["rollout/stale_token_frac"] = stale / max(1, sum(len(m.tokens) for m in trained))
+    return stats
+
+
 class PartialRollouts:
     def __init__(self, group_size: int, groups_per_iteration: int, max_new_tokens: int, budget: int = 0, max_continuations: int = 4,
                  min_groups: int = 0):
-        if budget < 0:
-            raise ValueError(f"budget must be >= 0 (0: off), got {budget}")
-        if 0 < budget * (max_continuations + 1) < max_new_tokens:
-            raise ValueError(
-                f"budget x (max_continuations + 1) = {budget} x {max_continuations + 1} is below max_new_tokens={max_new_tokens}: "
-                "answers would be cut short"
-            )
         self.k, self.slots = group_size, group_size * groups_per_iteration
         self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
-        self.budget = budget if budget < max_new_tokens else 0  # a budget that cuts nothing is no budget
+        self.budget = effective_budget(budget, max_new_tokens, max_continuations)
         self.buffer = ReplayBuffer()
         self.min_groups = min_groups  # finished groups wait until this many are ready to train on
 
@@ -84,21 +141,14 @@ class PartialRollouts:
         ]
         work = continuing + [(g, m) for g in new for m in g.members]
         prompts = [prompt_of(g.prompt_index) + m.tokens for g, m in work]
-        limits = history = None
-        if self.budget:
-            limits = [min(self.budget, self.max_new_tokens - len(m.tokens)) for _, m in work]
-            history = [len(m.tokens) for _, m in work]
+        limits, history = segment_limits([m for _, m in work], self.budget, self.max_new_tokens)
         out = engine.generate(prompts, params, generator, limits=limits, history=history)
 
         saved = capped = 0
         for (_, m), tokens, logprobs, reason in zip(work, out.tokens, out.logprobs, out.finish_reasons):
-            m.extend(iteration, tokens, logprobs)
-            if reason != "length" or len(m.tokens) >= self.max_new_tokens:
-                m.finish_reason = reason
-            elif len(m.segments) > self.max_continuations:
-                m.finish_reason, capped = "length", capped + 1
-            else:
-                saved += 1  # out of budget: continued next iteration
+            outcome = settle(m, iteration, tokens, logprobs, reason, self.max_new_tokens, self.max_continuations)
+            saved += outcome == "saved"  # out of budget: continued next iteration
+            capped += outcome == "capped"
         for g in new:
             self.buffer.add(g)
         ready = sum(g.done for g in self.buffer.groups)
@@ -108,24 +158,7 @@ class PartialRollouts:
     def _stats(self, iteration: int, done: list[Group], slots: int, continued: int, saved: int, capped: int) -> dict[str, float]:
         if not self.budget:
             return {}
-        slots = max(slots, 1)
-        stats = {
-            "rollout/partial_frac": saved / slots,  # of this iteration's trajectories: saved unfinished
-            "rollout/continued_frac": continued / slots,  # ... that continued an earlier one
-            "rollout/capped_frac": capped / slots,  # ... finalized as truncated by max_continuations
-            "rollout/buffer_trajectories": float(len(self.buffer.unfinished())),
-            "rollout/buffer_groups": float(len(self.buffer)),
-            "rollout/finished_groups": float(len(done)),
-        }
-        trained = [m for g in done for m in g.members]
-        if trained:
-            ages = [iteration - m.segments[0][0] for m in trained]  # iterations since its first token
-            stats["rollout/segments_mean"] = sum(len(m.segments) for m in trained) / len(trained)
-            stats["rollout/staleness_mean"] = sum(ages) / len(ages)
-            stats["rollout/staleness_max"] = float(max(ages))
-            stale = sum(m.tokens_before(iteration) for m in trained)
-            stats["rollout/stale_token_frac"] = stale / max(1, sum(len(m.tokens) for m in trained))
-        return stats
+        return partial_stats(iteration, done, slots, continued, saved, capped, len(self.buffer.unfinished()), len(self.buffer))
 
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.state_dict()}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,10 +22,16 @@ from k15.config import apply_overrides, base, load_yaml
 from k15.data.prompts import read_prompt_set
 from k15.pipeline import run_pipeline
 from k15.rl.sampler import make_sampler
+from k15.rl.batch import RolloutBatch
+from k15.rl.workers import RolloutWorkers
 from k15.rl.workers.loop import AsyncRollouts, request_seed
 from k15.rl.workers.messages import RolloutResult
+from k15.rollout.engine import RolloutEngine
+from k15.rollout.repeat import RepeatRule
 from k15.rollout.sampling import SamplingParams
 from tests.rl.runs import events, run, scalars
+from tests.rl.test_async_workers import PROMPTS, tiny_llama
+from tests.rollout.test_engine import pick_stop_token
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +130,13 @@ def test_async_key_is_an_alias_and_validated():
     for bad, words in [
         (["rl.async.workers=-1"], "rl.async.workers must be >= 0"),
         (["rl.async.max_staleness=-1"], "rl.async.max_staleness must be >= 0"),
-        (["rl.async.workers=1", "rl.partial.budget=48"], "partial rollouts"),
+        (["rl.async.workers=1", "rl.partial.budget=8"], "is below"),  # partial rollouts: the synchronous loop's rules
         (["rl.async.workers=1", "trainer.strategy=ddp", "trainer.devices=2"], "one trainer process"),
     ]:
         with pytest.raises(Exception, match=words):
             apply_overrides(base(), bad)
+    partial = apply_overrides(base(), ["rl.async.workers=1", "rl.partial.budget=48"])  # partial rollouts through workers
+    assert (partial.rl.asynchronous.workers, partial.rl.partial.budget) == (1, 48)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -204,6 +213,118 @@ def test_request_seed_is_deterministic_and_distinct():
     assert len({request_seed(1, i, s, 7) for i in range(20) for s in range(20)}) == 400
 
 
+# ---------------------------------------------------------------------------------------------- partial rollouts
+
+
+class ScriptedPool(FakePool):
+    """Honours a request's limits and history, like the engine. Row j of a new group of prompt [i] responds
+    [100 + L] + [1, ..., L - 1] with L = lengths[i][j] (its first token encodes L for its continuations) and
+    stops after L tokens. `eager`: generates at submit with the version published then (a worker ahead of the
+    trainer); otherwise when the trainer asks for the result (a worker behind it)."""
+
+    def __init__(self, lengths: dict[int, tuple[int, ...]], eager: bool):
+        super().__init__()
+        self.lengths, self.eager, self.requests = lengths, eager, []
+
+    def submit(self, request):
+        self.requests.append(request)
+        self.queue.append(self._generate(request) if self.eager else request)
+        return 0
+
+    def get(self, timeout=None):
+        item = self.queue.pop(0)
+        return item if self.eager else self._generate(item)
+
+    def _generate(self, request):
+        tokens, reasons = [], []
+        for j, (prompt, limit, h) in enumerate(zip(request.prompts, request.limits, request.history, strict=True)):
+            L = self.lengths[prompt[0]][j] if h == 0 else prompt[len(prompt) - h] - 100
+            new = ([100 + L] + list(range(1, L)))[h: h + limit]
+            tokens.append(new)
+            reasons.append("stop" if h + len(new) == L else "length")
+        return RolloutResult(request.id, 0, self.version, tokens, [[-0.5] * len(t) for t in tokens], reasons, seconds=0.01)
+
+
+def partial_loop(pool, max_staleness: int) -> AsyncRollouts:
+    # k=2, one group per iteration, budget 4 of max_new_tokens=8: one continuation at most (4 x 2 = 8)
+    return AsyncRollouts(pool, group_size=2, groups_per_iteration=1, max_staleness=max_staleness, seed=1,
+                         max_new_tokens=8, budget=4, max_continuations=1)
+
+
+def partial_rounds(pool, max_staleness: int, iterations: int = 2):
+    queue = list(range(10))
+    loop = partial_loop(pool, max_staleness)
+    rounds = []
+    for iteration in range(iterations):
+        rounds.append(loop.run(iteration, lambda n: [queue.pop(0) for _ in range(n)], lambda i: [i], SamplingParams(max_new_tokens=8)))
+        loop.publish(None, iteration + 1)
+    return rounds, loop
+
+
+def test_a_trajectory_continued_across_two_versions_records_both_and_is_dropped_beyond_max_staleness():
+    lengths = {i: (3, 7) for i in range(10)}  # member 0 finishes in its first segment, member 1 needs a continuation
+    (r0, r1), loop = partial_rounds(ScriptedPool(lengths, eager=False), max_staleness=1)
+    # iteration 0 drew prompts 0 and 1 (one ahead); 0 finished both segments under version 0
+    assert [g.prompt_index for g in r0.groups] == [0] and r0.groups[0].members[1].segments == [(0, 4), (0, 3)]
+    assert r0.stats["rollout/partial_frac"] == 2 / 5  # rows 0.0, 0.1, 1.0, 1.1, then 0.1's continuation; 2 saved
+    # prompt 1's first segment was made by version 0; its continuation, generated after the publish, by version 1
+    (g1,) = r1.groups
+    assert g1.prompt_index == 1 and g1.done
+    assert g1.members[0].segments == [(0, 3)] and g1.members[0].tokens == [103, 1, 2]
+    assert g1.members[1].segments == [(0, 4), (1, 3)] and g1.members[1].tokens == [107, 1, 2, 3, 4, 5, 6]
+    assert r1.stats["async/staleness_max"] == 1.0 and loop.ages == [1] and loop.dropped == 0
+    assert r1.stats["rollout/continued_frac"] > 0
+    # rl.partial.loss_on=current: only the version-1 segment is in the loss (member 0 sets the baseline only)
+    batch = RolloutBatch.from_groups([g1], [SimpleNamespace(id=f"p{i}") for i in range(10)], [[1]], 1, True, 0)
+    assert [s.loss_start for s in batch.samples] == [3, 4]
+
+    (_, r1), loop = partial_rounds(ScriptedPool(lengths, eager=False), max_staleness=0)
+    assert loop.dropped == 1 and r1.stats["async/dropped_groups"] == 1.0  # prompt 1's group: 1 version old
+    assert [g.prompt_index for g in r1.groups] == [2]  # replaced by a fresh draw, all of version 1
+    assert {v for g in r1.groups for m in g.members for v, _ in m.segments} == {1}
+
+
+def test_a_waiting_group_already_too_stale_is_dropped_without_a_continuation():
+    pool = ScriptedPool({0: (3, 3), 1: (3, 7), 2: (3, 3), 3: (3, 3)}, eager=True)
+    (r0, r1), loop = partial_rounds(pool, max_staleness=0)
+    # prompt 1's first segment (version 0) arrives in iteration 1 with a member unfinished: dropped, not continued
+    assert loop.dropped == 1 and [g.prompt_index for g in r1.groups] == [2]
+    assert not [r for r in pool.requests if r.prompts[0][0] == 1 and r.history[0] > 0]
+
+
+def test_greedy_segments_through_a_worker_equal_one_go():
+    """A trajectory generated `budget` tokens at a time by a rollout worker, each continuation resubmitted
+    from the trainer's buffer, equals generating it in one go (greedy, same weights) token for token."""
+    model = tiny_llama()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker
+    try:
+        engine = RolloutEngine(model, max_batch_size=4, max_seq_len=64)
+        free = engine.generate(PROMPTS, SamplingParams(max_new_tokens=15, temperature=0.0)).tokens
+        params = SamplingParams(max_new_tokens=15, temperature=0.0, stop_token_ids=(pick_stop_token(free),),
+                                repeat=RepeatRule(2, 3))
+        one_go = engine.generate(PROMPTS, params)
+        assert "stop" in one_go.finish_reasons and "length" in one_go.finish_reasons
+        with RolloutWorkers(1, model, max_batch_size=2, max_seq_len=64 + 5, heartbeat_timeout_s=60.0) as pool:
+            loop = AsyncRollouts(pool, group_size=2, groups_per_iteration=2, max_staleness=0, seed=3,
+                                 max_new_tokens=15, budget=5, max_continuations=2)
+            queue = list(range(len(PROMPTS)))
+            draw = lambda n: [queue.pop(0) for _ in range(min(n, len(queue)))]  # noqa: E731
+            # one version throughout (nothing published): the second round takes the groups made ahead
+            finished = [g for _ in range(2) for g in loop.run(0, draw, lambda i: PROMPTS[i], params).groups]
+    finally:
+        torch.set_num_threads(previous)
+    assert sorted(g.prompt_index for g in finished) == list(range(len(PROMPTS)))
+    assert max(len(m.segments) for g in finished for m in g.members) == 3  # some took three segments
+    for group in finished:
+        for m in group.members:
+            assert m.tokens == one_go.tokens[group.prompt_index]
+            assert m.finish_reason == one_go.finish_reasons[group.prompt_index]
+            assert [n for _, n in m.segments] == [min(5, len(m.tokens) - 5 * s) for s in range(len(m.segments))]
+            torch.testing.assert_close(torch.tensor(m.logprobs), torch.tensor(one_go.logprobs[group.prompt_index]),
+                                       atol=1e-4, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 
@@ -226,6 +347,19 @@ def test_cli_async_run_exports_logs_and_leaves_no_worker(tmp_path):
     assert histograms[-1].histogram_value.max == curves["async/staleness_max"][3]
     assert workers, "no rollout worker was ever seen"
     assert not [pid for pid in workers if alive(pid)]
+
+
+def test_cli_async_partial_rollouts_run_and_log(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli(run_dir, "stages=[rl]", "rl.async.workers=1", "rl.partial.budget=8", "rl.max_new_tokens=24",
+               "rl.iterations=3")
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, err(run_dir)[-3000:]
+    curves = scalars(run_dir)
+    for tag in ("async/staleness_mean", "async/staleness_max", "async/dropped_groups", "async/worker_busy_frac",
+                "async/samples_per_s", "rollout/partial_frac", "rollout/continued_frac"):
+        assert sorted(curves[tag]) == [1, 2, 3], tag
+    assert max(curves["rollout/partial_frac"].values()) > 0  # some trajectories were continued through the workers
 
 
 def test_killed_worker_saves_a_checkpoint_stops_in_one_line_and_the_run_resumes(tmp_path):

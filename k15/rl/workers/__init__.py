@@ -9,19 +9,22 @@ What exists (each file one concept):
   policy version; a worker copies a whole version (seqlock on x86-64, a lock elsewhere) into its
   own model only when the version changed.
 - messages.py: RolloutRequest (a batch of prompts, SamplingParams, seed, optional partial-rollout
-  limits/history) and RolloutResult (tokens, log-probs, finish reasons, the policy version that
+  limits/history: per row, the most new tokens and how many last prompt tokens are its own earlier
+  output) and RolloutResult (tokens, log-probs, finish reasons, the policy version that
   produced them, seconds, or a one-line error).
 - worker.py: the spawn-context worker process: dies with its parent (PR_SET_PDEATHSIG), one thread,
   builds its RolloutEngine from the model's transformers config and the shared weights, picks up
   new weights only between requests, and beats a shared heartbeat cell (idle, and per decode step).
 - pool.py: RolloutWorkers(n, model, ...): starts the workers, publish / submit / get, `check()`
   (one-line K15Error naming a dead or hung worker), `close()`; no worker outlives the trainer.
-- loop.py: AsyncRollouts, the trainer's side: keeps 2 x prompts_per_iteration groups in flight
-  (drawn from the trainer's sampler, one request per group, seeded from run seed, iteration, slot
-  and prompt), returns each iteration's finished groups made at most `max_staleness` versions ago
-  (older ones dropped, counted, replaced), logs async/* (staleness mean/max, dropped groups, worker
-  busy fraction, trainer wait, samples/s), publishes after the optimizer steps. It returns the same
-  RolloutRound as PartialRollouts, so scoring, advantages and the loss are the synchronous ones.
+- loop.py: AsyncRollouts, the trainer's side: keeps 2 x prompts_per_iteration groups outstanding
+  (drawn from the trainer's sampler, one request per group, seeded from run seed, iteration, slot,
+  prompt and segment), continues a group's unfinished members (partial rollouts), returns each
+  iteration's finished groups whose oldest segment is at most `max_staleness` versions old (older
+  ones dropped, counted, replaced), logs async/* (staleness mean/max, dropped groups, worker busy
+  fraction, trainer wait, samples/s) and, with a budget, the synchronous loop's rollout/* partial
+  curves, publishes after the optimizer steps. It returns the same RolloutRound as
+  PartialRollouts, so scoring, advantages and the loss are the synchronous ones.
 - staleness.py: StalenessHistogram, the TensorBoard histogram `async/staleness` (per trained group,
   versions old), every iteration.
 
@@ -31,14 +34,13 @@ in-process engine (tests/rl/test_async_workers.py).
 Done:
 1. Config (k15.config.AsyncConfig, `rl.asynchronous`; `rl.async.KEY` is accepted on the command line
    for it): workers, max_staleness, heartbeat_timeout_s; validated. Refused in one line with
-   workers > 0: partial rollouts (rl.partial.budget), more than one trainer process, image prompts
-   or a VLM policy (in RLModule).
+   workers > 0: more than one trainer process, image prompts or a VLM policy (in RLModule).
 2. RLModule wiring: the pool starts in on_fit_start (version = iteration, so a resume starts at its
    iteration) and stops in on_fit_end and on any exception (CloseWorkersOnException). The loss's
    reference log-probs are recomputed by the trainer at the iteration start, as in the synchronous
    loop; the worker's log-probs travel with the samples. Bounded staleness: groups older than
-   max_staleness are dropped and counted; a group's trajectories record its version as their
-   segment, so `rl.partial.loss_on=current` gives a stale group no gradient. Stop ids and the repeat
+   max_staleness are dropped and counted; each segment of a trajectory records the version that
+   made it, so `rl.partial.loss_on=current` gives stale tokens no gradient (see 7). Stop ids and the repeat
    rule travel in SamplingParams; the sampler (curriculum, prioritized), verifiers (sandbox included)
    and length penalty stay in the trainer, unchanged.
 3. Failure: pool.check() every iteration, and every wait for a result, names a dead or hung worker
@@ -67,11 +69,29 @@ Done:
    (tests/test_async_rl_benchmark.py). Not yet measured on a quiet machine, nor in RESULTS.md.
    Tests: tests/rl/test_async_rl.py (the command line, the async/ curves and histogram, drops, a
    killed worker -> checkpoint -> --resume, a SIGTERMed / SIGKILLed trainer -> --resume).
+7. Partial rollouts through the workers (paper §2.6.2: a long trajectory never holds the others
+   back), `rl.partial.budget` below `rl.max_new_tokens` with workers > 0. A request is one segment
+   of at most `budget` tokens for each unfinished member of one group, its prompt the original one
+   plus the member's tokens so far (history: the repeat rule sees them as response). A group with
+   unfinished members goes back to the trainer (AsyncRollouts.waiting) and is resubmitted, to any
+   worker, as soon as the trainer is collecting (between iterations' training, not during it).
+   k15.rollout.partial's pieces are shared, not copied: effective_budget (the reach rule),
+   segment_limits (limits, history), settle (done / saved / capped by max_continuations, truncation
+   at max_new_tokens), partial_stats (rollout/partial_frac, continued_frac, capped_frac, buffer_*,
+   segments_mean, staleness_*, stale_token_frac). A group is trained once all k finished; its
+   staleness is the current version minus its oldest segment's version. Beyond max_staleness it is
+   dropped and counted when it finishes, or before its continuation if it is already too stale
+   while waiting (staleness only grows; a stale group is not regenerated, a fresh draw replaces it).
+   `min_groups` changes nothing here: every round returns prompts_per_iteration groups. The
+   synchronous replay buffer stays empty; unfinished groups are in-flight work, lost on a kill like
+   any other (at most 2 x prompts_per_iteration groups). Greedy, same weights: a trajectory made in
+   segments through a worker equals one go token for token (tests/rl/test_async_rl.py).
 
 Next steps, in order:
-1. Partial rollouts through the workers: segments with (version, tokens) in k15.rollout.buffer,
-   continued by later requests (RolloutRequest already carries limits and history). Today workers > 0
-   refuses rl.partial.budget. Then re-run F8 at equal wall-clock with async partial rollouts.
+1. Re-run F8 at equal wall-clock with async partial rollouts (benchmarks/async_rl.py with
+   rl.partial.budget). Continuations are submitted only while the trainer collects a round; during
+   its training the workers serve only the groups drawn ahead (a submitting thread would keep them
+   busier; measure first).
 2. Image prompts through the workers: the vision engine in the worker (VisionRolloutEngine + pixels
    in the request). Sharded trainers (FSDP2): rank 0 gathers the full weights (full_weights) and
    publishes; across nodes, broadcast over the process group or a stated follow-up. Workers use the

@@ -6,20 +6,31 @@ is the iteration: version v is the policy after v iterations of training.
 
 `run(iteration, ...)`, steps:
 1. `pool.check()`: a dead or hung worker stops the run here, named in one line (K15Error).
-2. Keep `2 x groups_per_iteration` groups in flight: the trainer draws prompts from its own sampler
-   (curriculum, prioritized) and submits each group as one request (its k samples), seeded from
-   (run seed, iteration, slot, prompt index). One iteration's worth ahead is what keeps a worker
-   busy while the trainer trains.
-3. Collect finished groups, oldest first, until `groups_per_iteration` of them were made by a policy
-   at most `max_staleness` versions old; older ones are dropped and counted, and a drop is replaced
-   by a fresh draw (submitted now, so made by the current version: the loop always ends).
-4. Each group's trajectories record the version that made them as their one segment, so
-   RolloutBatch sees stale tokens as tokens of an earlier iteration (`rl.partial.loss_on=current`
-   then gives them no gradient, as for partial rollouts).
+2. Keep `2 x groups_per_iteration` groups outstanding (in flight, waiting for a continuation, or
+   finished and not trained yet): the trainer draws prompts from its own sampler (curriculum,
+   prioritized) and submits each new group as one request (its k samples), seeded from (run seed,
+   iteration, slot, prompt index). One iteration's worth ahead is what keeps a worker busy while
+   the trainer trains.
+3. Partial rollouts (`rl.partial.budget` below max_new_tokens): a request generates one segment of
+   at most `budget` tokens per unfinished member, continuing from its tokens so far (prompt + its
+   segments, `history` for the repeat rule), exactly as PartialRollouts does in-process (its
+   segment_limits and settle). A group with unfinished members waits in the trainer (`waiting`) and
+   is resubmitted, to any worker, as one request of its unfinished members; `max_continuations`
+   caps a member as in the synchronous loop. A group counts as finished once all k have finished.
+   Without a budget a request is the whole response and every group finishes in one request.
+4. Each segment records the version that made it (a worker changes weights only between requests).
+   A group's staleness is the current version minus its oldest segment's. Finished groups are taken
+   oldest first until `groups_per_iteration` of them are at most `max_staleness` versions old; older
+   ones are dropped and counted, and a drop is replaced by a fresh draw (submitted now, so made by
+   the current version, continuations included: the loop always ends). A waiting group already too
+   stale is dropped before its continuation (its staleness can only grow). RolloutBatch then sees
+   stale tokens as tokens of an earlier iteration: `rl.partial.loss_on=current` keeps only the
+   current version's segments in the loss, as for synchronous partial rollouts.
 
 `publish(model, version)` after the iteration's optimizer steps; `close()` stops the workers.
-What is in flight when the run ends or is killed is lost (at most 2 x groups_per_iteration groups,
-with the prompts drawn for them: a resume draws the sampler's next ones, it never replays them).
+What is in flight or waiting when the run ends or is killed is lost (at most 2 x
+groups_per_iteration groups, with the prompts drawn for them: a resume draws the sampler's next
+ones, it never replays them); the synchronous replay buffer (PartialRollouts) stays empty.
 
 Log-probs, the same semantics as the synchronous loop: the k1.5 loss's reference log-probs
 (`logp_ref`, the "old policy") are recomputed by the trainer with the policy at the start of the
@@ -32,31 +43,44 @@ only, as for partial rollouts, so a group made by an older version does not coun
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Callable
 
 from k15.config import RLConfig
 from k15.rl.workers.messages import RolloutRequest, RolloutResult
 from k15.rl.workers.pool import RolloutWorkers
 from k15.rollout.buffer import Group, Trajectory
-from k15.rollout.partial import RolloutRound
+from k15.rollout.partial import RolloutRound, effective_budget, partial_stats, segment_limits, settle
 from k15.rollout.sampling import SamplingParams
 
-__all__ = ["AsyncRollouts", "request_seed", "start_async_rollouts"]
+__all__ = ["AsyncRollouts", "oldest_version", "request_seed", "start_async_rollouts"]
 
 
-def request_seed(seed: int, iteration: int, slot: int, prompt_index: int) -> int:
-    """A request's generator seed: the same run, iteration, slot and prompt give the same seed on any worker."""
-    return hash((seed, iteration, slot, prompt_index)) & (2**63 - 1)  # hash of ints is not randomized per process
+def request_seed(seed: int, iteration: int, slot: int, prompt_index: int, segment: int = 0) -> int:
+    """A request's generator seed: the same run, iteration, slot, prompt (and continuation `segment`, of a
+    partial rollout) give the same seed on any worker."""
+    key = (seed, iteration, slot, prompt_index) + ((segment,) if segment else ())
+    return hash(key) & (2**63 - 1)  # hash of ints is not randomized per process
+
+
+def oldest_version(group: Group) -> int:
+    """The version of the group's oldest segment: its staleness is the current version minus this."""
+    return min(m.segments[0][0] for m in group.members)
 
 
 class AsyncRollouts:
-    def __init__(self, pool, group_size: int, groups_per_iteration: int, max_staleness: int, seed: int, dropped: int = 0):
+    def __init__(self, pool, group_size: int, groups_per_iteration: int, max_staleness: int, seed: int, dropped: int = 0,
+                 max_new_tokens: int = 0, budget: int = 0, max_continuations: int = 4):
         """`pool`: a started RolloutWorkers (or anything with its check / submit / get / publish / close);
-        `dropped`: the count a resumed run had saved."""
+        `dropped`: the count a resumed run had saved; `budget` (with max_new_tokens, max_continuations): partial
+        rollouts, as rl.partial sets them (0: each response in one request)."""
         self.pool, self.k, self.groups = pool, group_size, groups_per_iteration
         self.max_staleness, self.seed = max_staleness, seed
-        self.in_flight: dict[int, tuple[str, int]] = {}  # request id -> (group id, prompt index)
-        self.finished: list[tuple[RolloutResult, str, int]] = []  # arrived, not trained yet, oldest first
+        self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
+        self.budget = effective_budget(budget, max_new_tokens, max_continuations)  # 0: each response in one request
+        self.in_flight: dict[int, tuple[Group, list[Trajectory]]] = {}  # request id -> its group and the members it extends
+        self.waiting: list[Group] = []  # arrived with unfinished members: to be continued
+        self.finished: list[Group] = []  # every member finished, not trained yet, oldest first
         self.next_id = 0
         self.dropped = dropped  # groups thrown away as too stale in this run (saved in the RL checkpoint)
         self.ages: list[int] = []  # the last round's staleness per group (k15.rl.workers.staleness's histogram)
@@ -71,46 +95,64 @@ class AsyncRollouts:
         slot, waited = 0, 0.0
         usable: list[Group] = []
         ages: list[int] = []
+        counts: Counter[str] = Counter()  # this round's segments: rows, continued, saved, capped, tokens
         while len(usable) < self.groups:
             # 2 x groups outstanding, less what this round took: a drop is replaced at once, a use is not
-            want = 2 * self.groups - len(usable) - len(self.in_flight) - len(self.finished)
+            want = 2 * self.groups - len(usable) - len(self.in_flight) - len(self.waiting) - len(self.finished)
             for index in draw(want) if want > 0 else []:
-                self._submit(iteration, slot, index, prompt_of(index), params)
+                self._submit(Group(f"{iteration}.{slot}", index, [Trajectory() for _ in range(self.k)]), prompt_of, params)
                 slot += 1
-            if self.finished:
-                result, group_id, index = self.finished.pop(0)
-                if iteration - result.version > self.max_staleness:
+            waiting, self.waiting = self.waiting, []
+            for group in waiting:  # continue at once, unless too stale to be trained on ever
+                if iteration - oldest_version(group) > self.max_staleness:
                     self.dropped += 1
                 else:
-                    usable.append(self._group(result, group_id, index))
-                    ages.append(iteration - result.version)
+                    self._submit(group, prompt_of, params)
+            if self.finished:
+                group = self.finished.pop(0)
+                age = iteration - oldest_version(group)
+                if age > self.max_staleness:
+                    self.dropped += 1
+                else:
+                    usable.append(group)
+                    ages.append(age)
                 continue
             t = time.perf_counter()
             result = self.pool.get()  # raises K15Error, naming the worker, if one dies or hangs
             waited += time.perf_counter() - t
-            group_id, index = self.in_flight.pop(result.id)
             self._busy_s += result.seconds
-            self.finished.append((result, group_id, index))
+            self._arrived(result, counts)
         self.ages = ages
-        return RolloutRound(usable, sum(len(m.tokens) for g in usable for m in g.members),
-                            self._stats(usable, ages, waited))
+        return RolloutRound(usable, counts["tokens"], self._stats(iteration, usable, ages, waited, counts))
 
-    def _submit(self, iteration: int, slot: int, index: int, prompt: list[int], params: SamplingParams) -> None:
-        request = RolloutRequest(self.next_id, [prompt] * self.k, params, request_seed(self.seed, iteration, slot, index))
-        self.in_flight[self.next_id] = (f"{iteration}.{slot}", index)  # the group id PartialRollouts would give
+    def _submit(self, group: Group, prompt_of: Callable[[int], list[int]], params: SamplingParams) -> None:
+        """One request for the group's unfinished members (all k of a new group), each continuing from its tokens so far."""
+        members = [m for m in group.members if not m.done]
+        drawn_in, slot = (int(part) for part in group.id.split("."))  # "<iteration drawn>.<slot>", as PartialRollouts names it
+        seed = request_seed(self.seed, drawn_in, slot, group.prompt_index, len(members[0].segments))
+        limits, history = segment_limits(members, self.budget, self.max_new_tokens)
+        prompt = prompt_of(group.prompt_index)
+        request = RolloutRequest(self.next_id, [prompt + m.tokens for m in members], params, seed, limits, history)
+        self.in_flight[self.next_id] = (group, members)
         self.next_id += 1
         self.pool.submit(request)
 
-    @staticmethod
-    def _group(result: RolloutResult, group_id: str, index: int) -> Group:
-        """A finished group whose every trajectory is one segment of `result.version` (as if generated in that iteration)."""
-        members = [
-            Trajectory(list(tokens), list(logprobs), [(result.version, len(tokens))], reason)
-            for tokens, logprobs, reason in zip(result.tokens, result.logprobs, result.finish_reasons, strict=True)
-        ]
-        return Group(group_id, index, members)
+    def _arrived(self, result: RolloutResult, counts: Counter[str]) -> None:
+        """Extend the request's members by the result's segment, made by `result.version`; file the group as
+        finished or waiting."""
+        group, members = self.in_flight.pop(result.id)
+        for m, tokens, logprobs, reason in zip(members, result.tokens, result.logprobs, result.finish_reasons, strict=True):
+            counts["rows"] += 1
+            counts["continued"] += bool(m.segments)
+            counts["tokens"] += len(tokens)
+            if self.budget:
+                counts[settle(m, result.version, list(tokens), list(logprobs), reason, self.max_new_tokens, self.max_continuations)] += 1
+            else:  # the whole response in one request: whatever ended it is its end
+                m.extend(result.version, list(tokens), list(logprobs))
+                m.finish_reason = reason
+        (self.finished if group.done else self.waiting).append(group)
 
-    def _stats(self, usable: list[Group], ages: list[int], waited: float) -> dict[str, float]:
+    def _stats(self, iteration: int, usable: list[Group], ages: list[int], waited: float, counts: Counter[str]) -> dict[str, float]:
         now = time.perf_counter()
         wall = max(now - self._since, 1e-9)  # since the last round: the trainer's own work overlaps the workers'
         stats = {
@@ -122,6 +164,10 @@ class AsyncRollouts:
             "async/samples_per_s": sum(len(g.members) for g in usable) / wall,
             "async/in_flight_groups": float(len(self.in_flight)),
         }
+        if self.budget:  # the synchronous loop's rollout/* curves; its buffer is what is in flight or waiting here
+            held = [g for g, _ in self.in_flight.values()] + self.waiting
+            stats.update(partial_stats(iteration, usable, counts["rows"], counts["continued"], counts["saved"], counts["capped"],
+                                       sum(not m.done for g in held for m in g.members), len(held) + len(self.finished)))
         self._busy_s, self._since = 0.0, now
         return stats
 
@@ -138,10 +184,12 @@ class AsyncRollouts:
 def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, version: int, device: str,
                          dropped: int = 0) -> AsyncRollouts:
     """`rl.async.workers` workers of `model`, its weights published as `version` (the iteration), one group per
-    request; `dropped`: the stale groups a resumed run had already counted."""
-    a = cfg.asynchronous
+    request, partial rollouts as rl.partial sets them; `dropped`: the stale groups a resumed run had already
+    counted. `max_seq_len` must leave room for a continued trajectory's prompt (max_seq_len + budget)."""
+    a, p = cfg.asynchronous, cfg.partial
     pool = RolloutWorkers(
         a.workers, model, max_batch_size=cfg.samples_per_prompt, max_seq_len=max_seq_len, device=device,
         version=version, heartbeat_timeout_s=a.heartbeat_timeout_s,
     )
-    return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed, dropped)
+    return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed, dropped,
+                         cfg.max_new_tokens, p.budget, p.max_continuations)
