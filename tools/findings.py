@@ -99,16 +99,19 @@ ADDED_LATER = {
     "eval": {"prompt_path": None, "num_prompts": 0, "pass_k": [1]},
     "rewards": {"math": {"answer_format": "auto"}, "sandbox": {"allow_weak": False, "python": ""}},
     "trainer": {"record_data_order": False},
+    "rl": {"asynchronous": {"workers": 0, "max_staleness": 1, "heartbeat_timeout_s": 300.0}},
 }
+ADDED_LATER["rewards"]["rm"] = {"kind": "none", "path": None, "domains": ["freeform"], "threshold": 0.5, "batch_size": 64,
+                                "max_new_tokens": 96, "prompt_template": None, "probe": True, "chat_template": "none"}
 
 
 def _without_added_later(values: dict, added: dict) -> dict:
     out = dict(values)
     for key, default in added.items():
-        if isinstance(default, dict) and isinstance(out.get(key), dict):
-            out[key] = _without_added_later(out[key], default)
-        elif key in out and out[key] == default:
+        if key in out and out[key] == default:  # a value, or a whole section added later, at its defaults
             del out[key]
+        elif isinstance(default, dict) and isinstance(out.get(key), dict):
+            out[key] = _without_added_later(out[key], default)
     return out
 
 
