@@ -19,7 +19,7 @@ Steps:
 Long-tailed response lengths: the SFT policy writes a short answer or a long chain of thought (half of
 its traces are long CoT: sft.long_fraction=0.5, with steps first written wrong then corrected:
 world.error_rate), over levels 1 to 6 (one to six operations, a chain's length grows with the level),
-and `rl.max_new_tokens` (192 by default) lets the longest chains finish. A synchronous iteration waits
+and `rl.max_new_tokens` (96 by default, the quickstart's: the tiny model's context is 128) lets the longest chains finish. A synchronous iteration waits
 for its longest response before training; a worker keeps generating while the trainer trains.
 
 The last line is `async ratio=X.XX` (trained samples/s, async over sync).
@@ -58,7 +58,7 @@ SMOKE = ["model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "mod
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=600.0, help="RL training seconds per arm")
-    p.add_argument("--max-new-tokens", type=int, default=192, help="rl.max_new_tokens and eval.max_new_tokens")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="rl.max_new_tokens and eval.max_new_tokens")
     p.add_argument("--init-from", help="an exported model directory to start both arms from (skips pretrain + SFT)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--smoke", action="store_true", help="tiny model, 3 s of RL per arm: checks the code path only")

@@ -788,7 +788,10 @@ def cmd_report(args) -> int:
         (out / experiment / "aggregate.json").write_text(json.dumps(summary, indent=2) + "\n")
         runs = {arm: {seed: str(r.dir) for seed, r in sorted(by_seed.items())} for arm, by_seed in collect(out, experiment).items()}
         data.mkdir(parents=True, exist_ok=True)
-        number = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731  (strict JSON: null)
+        def number(v):  # strict JSON: nan as null, an infinite mean (a seed that cut no tokens) as "inf"
+            if isinstance(v, float) and not math.isfinite(v):
+                return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+            return v
         (data / f"{experiment}.json").write_text(json.dumps(
             {"metrics": {arm: {k: dict(zip(("mean", "std", "seeds"), map(number, v))) for k, v in m.items()}
                          for arm, m in summary.items()},
