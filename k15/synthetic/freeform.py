@@ -24,6 +24,7 @@ synthetic tokenizer encodes (lowercase letters, digits, `+-*/=,;:.()?! `).
 
 from __future__ import annotations
 
+import operator
 import random
 import re
 from dataclasses import dataclass
@@ -312,6 +313,9 @@ def _evaluate(text: str) -> Fraction | None:
     return _parse(tokens)
 
 
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
 def _parse(tokens: list[str]) -> Fraction | None:
     """Recursive descent over sum := product (('+'|'-') product)*, product := unary (('*'|'/') unary)*."""
     pos = 0
@@ -338,29 +342,24 @@ def _parse(tokens: list[str]) -> Fraction | None:
         pos += 1
         return Fraction(token)
 
-    def product():
+    def chain(operand, ops: tuple[str, ...]):
+        """operand (op operand)*, left to right; None when an operand is malformed or a divisor is 0."""
         nonlocal pos
-        left = unary()
-        while left is not None and peek() in ("*", "/"):
+        left = operand()
+        while left is not None and peek() in ops:
             op = tokens[pos]
             pos += 1
-            right = unary()
+            right = operand()
             if right is None or (op == "/" and right == 0):
                 return None
-            left = left * right if op == "*" else left / right
+            left = _APPLY[op](left, right)
         return left
 
+    def product():
+        return chain(unary, ("*", "/"))
+
     def total():
-        nonlocal pos
-        left = product()
-        while left is not None and peek() in ("+", "-"):
-            op = tokens[pos]
-            pos += 1
-            right = product()
-            if right is None:
-                return None
-            left = left + right if op == "+" else left - right
-        return left
+        return chain(product, ("+", "-"))
 
     value = total()
     return value if value is not None and pos == len(tokens) else None
