@@ -1,6 +1,7 @@
 """Asynchronous RL vs the synchronous loop at equal wall-clock: trained samples per second and held-out pass@1.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/async_rl.py [--seconds 600] [--init-from MODEL_DIR]
+        [--arms sync,async | sync_partial,async_partial] [--budget 24] [--override KEY=VALUE ...]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/async_rl.py --smoke    # seconds; the code path, not a measurement
 
 Steps:
@@ -8,21 +9,25 @@ Steps:
    (experiments/quickstart.py), or `--init-from` an exported model directory (e.g. a quickstart run's
    sft/model) to skip them.
 2. Each arm in turn runs the pipeline's `stages=[rl, eval]` from that policy, with the quickstart's RL
-   settings: sync (`rl.async.workers=0`) and async (`rl.async.workers=1`, `rl.async.max_staleness=1`).
-   One thread per process (`run.threads=1`: the trainer; a rollout worker always has one), so on 2
-   cores the async arm's trainer and worker each get one. RL stops after `--seconds` of training: the
-   benchmark adds Lightning's Timer to the RL stage's trainer, nothing else changes.
-3. Trained samples/s = iterations trained x prompts x samples per prompt / the timer's training seconds
-   (the same samples per iteration in both arms; the async arm's seconds include the worker's start-up,
-   a few seconds, shown as its first iteration's); held-out pass@1 is the pipeline's eval of the RL model.
+   settings and `--override`s: the first of `--arms` is synchronous (`rl.async.workers=0`), the second
+   asynchronous (`rl.async.workers=1`, `rl.async.max_staleness=1`); the `_partial` arms add partial
+   rollouts (`rl.partial.budget=--budget`). One thread per process (`run.threads=1`: the trainer; a
+   rollout worker always has one), so on 2 cores the async arm's trainer and worker each get one. RL
+   stops after `--seconds` of training (`rl.max_seconds`: Lightning's Timer in the RL stage).
+3. Trained samples/s = iterations trained x prompts x samples per prompt / the training seconds
+   (`perf/elapsed_s` at the last iteration: from the start of training, so the async arm's include
+   the worker's start-up, a few seconds, shown as its first iteration's); held-out pass@1 is the
+   pipeline's eval of the RL model.
 
 Long-tailed response lengths: the SFT policy writes a short answer or a long chain of thought (half of
 its traces are long CoT: sft.long_fraction=0.5, with steps first written wrong then corrected:
-world.error_rate), over levels 1 to 6 (one to six operations, a chain's length grows with the level),
-and `rl.max_new_tokens` (96 by default, the quickstart's: the tiny model's context is 128) lets the longest chains finish. A synchronous iteration waits
-for its longest response before training; a worker keeps generating while the trainer trains.
+world.error_rate), over levels 1 to 6 (one to six operations, a chain's length grows with the level;
+`--override world.max_level=8` with a levels-1-8 policy for longer tails), and `rl.max_new_tokens`
+(96 by default, the quickstart's: the tiny model's context is 128) lets the longest chains finish. A
+synchronous iteration waits for its longest response before training; a worker keeps generating
+while the trainer trains.
 
-The last line is `async ratio=X.XX` (trained samples/s, async over sync).
+The last line is `async ratio=X.XX` (trained samples/s, the second arm over the first).
 """
 
 from __future__ import annotations
@@ -33,12 +38,9 @@ import os
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lightning.pytorch.callbacks import Timer  # noqa: E402
 
 import k15.pipeline as pipeline  # noqa: E402
 from k15.config import ExperimentConfig, apply_overrides, base  # noqa: E402
@@ -46,8 +48,8 @@ from k15.eval.curves import read_scalars  # noqa: E402
 from k15.quiet import quiet_libraries  # noqa: E402
 from k15.runs import create_run_dir  # noqa: E402
 
-MAKE_TRAINER = pipeline.make_trainer  # the pipeline's own; run_arm wraps it for the RL stage only
-ARMS = {"sync": ["rl.async.workers=0"], "async": ["rl.async.workers=1", "rl.async.max_staleness=1"]}
+SYNC, ASYNC = ["rl.async.workers=0"], ["rl.async.workers=1", "rl.async.max_staleness=1"]
+ARMS = {"sync": SYNC, "async": ASYNC, "sync_partial": SYNC, "async_partial": ASYNC}  # _partial: + rl.partial.budget
 # --smoke: a tiny model and world (as tests/tiny.py), SFT from scratch, a few seconds of RL per arm
 SMOKE = ["model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2",
          "model.intermediate_size=64", "model.max_seq_len=64", "world.max_level=3", "sft.batch_size=16",
@@ -61,8 +63,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=96, help="rl.max_new_tokens and eval.max_new_tokens")
     p.add_argument("--init-from", help="an exported model directory to start both arms from (skips pretrain + SFT)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--arms", default="sync,async", help="the synchronous arm, then the asynchronous one: sync,async "
+                   "or sync_partial,async_partial")
+    p.add_argument("--budget", type=int, default=24, help="rl.partial.budget of the _partial arms")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for both arms (repeatable)")
     p.add_argument("--smoke", action="store_true", help="tiny model, 3 s of RL per arm: checks the code path only")
-    return p.parse_args()
+    args = p.parse_args()
+    args.arms = args.arms.split(",")
+    if len(args.arms) != 2 or any(a not in ARMS for a in args.arms) or args.arms[0].startswith("async") \
+            or not args.arms[1].startswith("async"):
+        p.error(f"--arms must be a synchronous then an asynchronous arm of {', '.join(ARMS)}, got {','.join(args.arms)}")
+    return args
 
 
 def quickstart(args: argparse.Namespace, run_dir: Path, overrides: list[str]) -> ExperimentConfig:
@@ -86,34 +97,20 @@ def start_policy(args: argparse.Namespace, root: Path) -> Path:
     return root / "start" / "sft" / "model"
 
 
-def with_timer(seconds: float, timers: list[Timer]):
-    """make_trainer that adds a Timer stopping the RL stage after `seconds` of training (other stages as they are)."""
-    def make(cfg, stage_dir, *args, callbacks=None, **kwargs):
-        if stage_dir.name == "rl":
-            timers.append(Timer(duration=timedelta(seconds=seconds), interval="step"))
-            callbacks = [*(callbacks or []), timers[-1]]
-        return MAKE_TRAINER(cfg, stage_dir, *args, callbacks=callbacks, **kwargs)
-
-    return make
-
-
 def run_arm(args: argparse.Namespace, root: Path, name: str, policy: Path) -> dict:
     """Step 2-3 for one arm: RL for `--seconds`, then the held-out eval; its numbers."""
     seconds = 3.0 if args.smoke else args.seconds
+    partial = [f"rl.partial.budget={args.budget}"] if name.endswith("_partial") else []
     cfg = quickstart(args, root / name, ["stages=[rl,eval]", "eval.models=[rl]", f"model.init_from={policy}",
-                                         "rl.iterations=100000", *ARMS[name]])
-    timers: list[Timer] = []
-    pipeline.make_trainer = with_timer(seconds, timers)
-    try:
-        summary = pipeline.run_pipeline(cfg, create_run_dir(cfg))
-    finally:
-        pipeline.make_trainer = MAKE_TRAINER
+                                         "rl.iterations=100000", f"rl.max_seconds={seconds}", *ARMS[name], *partial,
+                                         *args.override])
+    summary = pipeline.run_pipeline(cfg, create_run_dir(cfg))
     run_dir = root / name
     iterations = len((run_dir / "rl" / "drawn.jsonl").read_text().splitlines())
-    train_s = timers[0].time_elapsed("train")
-    samples = iterations * cfg.rl.prompts_per_iteration * cfg.rl.samples_per_prompt
-    tags = ("rollout/len_p50", "rollout/len_p95", "rollout/truncated_frac", "perf/iteration_s")
+    tags = ("rollout/len_p50", "rollout/len_p95", "rollout/truncated_frac", "perf/iteration_s", "perf/elapsed_s")
     curves = read_scalars(run_dir / "tb" / "rl", tags)
+    train_s = curves["perf/elapsed_s"][1][-1]
+    samples = iterations * cfg.rl.prompts_per_iteration * cfg.rl.samples_per_prompt
     mean = {tag: sum(values) / max(len(values), 1) for tag, (_, values) in curves.items()}
     return {"iterations": iterations, "train_s": train_s, "samples": samples, "samples_per_s": samples / train_s,
             "pass@1": summary["eval"]["rl"]["pass@1"], "len_p50": mean["rollout/len_p50"],
@@ -136,15 +133,16 @@ def main() -> None:
         started = time.perf_counter()
         policy = Path(args.init_from) if args.init_from else start_policy(args, root)
         print(f"starting policy: {policy} ({time.perf_counter() - started:.0f} s)", flush=True)
-        results = {name: run_arm(args, root, name, policy) for name in ARMS}
+        results = {name: run_arm(args, root, name, policy) for name in args.arms}
     for name, r in results.items():
-        print(f"{name:5s} ({ARMS[name][0]}): {r['iterations']} iterations in {r['train_s']:.1f} s, {r['samples']} samples "
+        print(f"{name} ({ARMS[name][0]}): {r['iterations']} iterations in {r['train_s']:.1f} s, {r['samples']} samples "
               f"trained = {r['samples_per_s']:.2f} samples/s; held-out pass@1 {r['pass@1']:.3f}; response length "
               f"p50 {r['len_p50']:.0f} p95 {r['len_p95']:.0f} (iteration means), {r['truncated_frac']:.0%} cut; "
               f"first iteration {r['first_iteration_s']:.1f} s", flush=True)
     print(f"after the runs: {describe_load()}")
     print("async_rl summary " + json.dumps(results, sort_keys=True))
-    print(f"async ratio={results['async']['samples_per_s'] / results['sync']['samples_per_s']:.2f}")
+    sync, asynchronous = (results[name] for name in args.arms)
+    print(f"async ratio={asynchronous['samples_per_s'] / sync['samples_per_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,7 @@ class RLConfig:
     num_prompts: int = 4096  # size of the synthetic prompt set
     sample_every_n_iterations: int = 10  # log sample rollouts as text
     checkpoint_every_n_iterations: int = 20
+    max_seconds: float = 0.0  # stop RL after this many seconds of training (0: run all iterations); equal wall-clock arms
     warn_truncated_frac: float = 0.5  # warn loudly when more answers than this are cut
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
@@ -707,6 +708,7 @@ def validate(cfg: ExperimentConfig) -> None:
     need(0.0 < r.top_p <= 1.0, f"rl.top_p must be in (0, 1], got {r.top_p}")
     need(r.prompts_per_iteration * r.samples_per_prompt >= r.minibatches, "rl.minibatches exceeds the samples of an iteration")
     need(r.checkpoint_every_n_iterations >= 0, "rl.checkpoint_every_n_iterations must be >= 0 (0: only at the end)")
+    need(r.max_seconds >= 0 and math.isfinite(r.max_seconds), f"rl.max_seconds must be >= 0 (0: no limit), got {r.max_seconds}")
     s = r.sampling
     need(s.curriculum in ("none", "paper", "gradual"), f"rl.sampling.curriculum must be none, paper or gradual, got '{s.curriculum}'")
     need(s.hard_from_iteration >= 0, f"rl.sampling.hard_from_iteration must be >= 0, got {s.hard_from_iteration}")

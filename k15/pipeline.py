@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from rich.console import Console
 from rich.table import Table
 
@@ -192,8 +194,11 @@ def train_rl(
         chat, judge,
     )
     checkpoints = IterationCheckpoint(stage_dir / "checkpoints", r.checkpoint_every_n_iterations)
+    # rl.max_seconds: Lightning's Timer ends training at the first iteration end past it (its clock is saved in
+    # the checkpoint, so a resumed run has only the rest); the end checkpoint and the export follow as usual
+    limit = [Timer(duration=timedelta(seconds=r.max_seconds), interval="step")] if r.max_seconds else []
     trainer = make_trainer(
-        cfg, stage_dir, stage_logger(run_dir, stage), max_steps=-1, callbacks=[checkpoints],
+        cfg, stage_dir, stage_logger(run_dir, stage), max_steps=-1, callbacks=[checkpoints, *limit],
         step_checkpoints=False, log_every_n_steps=1,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)

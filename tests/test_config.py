@@ -51,6 +51,7 @@ def test_wrong_type_names_key_type_and_value():
         ("model.num_heads=3", "divisible"),
         ("eval.models=[sft,dpo]", "eval.models"),
         ("long2short.dpo_nll_weight=-1", "long2short.dpo_nll_weight must be >= 0"),
+        ("rl.max_seconds=-5", r"rl.max_seconds must be >= 0 \(0: no limit\), got -5"),
     ],
 )
 def test_impossible_values_are_refused(override, fragment):

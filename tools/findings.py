@@ -99,7 +99,7 @@ ADDED_LATER = {
     "eval": {"prompt_path": None, "num_prompts": 0, "pass_k": [1]},
     "rewards": {"math": {"answer_format": "auto"}, "sandbox": {"allow_weak": False, "python": ""}},
     "trainer": {"record_data_order": False},
-    "rl": {"asynchronous": {"workers": 0, "max_staleness": 1, "heartbeat_timeout_s": 300.0}},
+    "rl": {"asynchronous": {"workers": 0, "max_staleness": 1, "heartbeat_timeout_s": 300.0}, "max_seconds": 0.0},
 }
 ADDED_LATER["rewards"]["rm"] = {"kind": "none", "path": None, "domains": ["freeform"], "threshold": 0.5, "batch_size": 64,
                                 "max_new_tokens": 96, "prompt_template": None, "probe": True, "chat_template": "none"}

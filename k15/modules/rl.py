@@ -42,7 +42,7 @@ from k15.distributed import (
     ShardedEngine, all_reduce_sum, configure_fsdp2, full_weights, loss_denominator, owned_rows, rank, reshard,
     shard_weight, world_size,
 )
-from k15.errors import ConfigError, DataError, K15Error
+from k15.errors import DataError, K15Error
 from k15.guards import NonFiniteGuard
 from k15.perf import memory_metrics
 from k15.rewards.registry import RewardRegistry, verifier_name
@@ -108,9 +108,8 @@ class RLModule(L.LightningModule):
         self.engine: RolloutEngine | None = None
         self.workers: AsyncRollouts | None = None  # rl.async.workers > 0: rollout worker processes, not self.engine
         self.async_dropped = 0  # stale groups dropped in this run, kept across a resume (and once the workers close)
-        if cfg.asynchronous.workers and (self.vision or any(p.images for p in prompts)):
-            raise ConfigError("rl.async.workers > 0 does not support image prompts or a VLM policy yet; use rl.async.workers=0")
         self.opt: torch.optim.Optimizer | None = None
+        self._train_started: float | None = None  # on_train_start's clock (unit tests call training_step without it)
         self.persistent_opt_state: dict | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -153,6 +152,9 @@ class RLModule(L.LightningModule):
         self.registry.check(self.prompts)  # an unknown verifier or unusable tests fail now, naming the prompt
         if self.registry.judge is not None:  # a learned reward model judges where the policy trains
             self.registry.judge.to(self.device)
+
+    def on_train_start(self) -> None:
+        self._train_started = time.perf_counter()  # perf/elapsed_s: this process's training clock
 
     def on_fit_end(self) -> None:
         self.close_workers()
@@ -232,6 +234,8 @@ class RLModule(L.LightningModule):
         if self.workers is not None:  # the next iteration's version: this iteration's weights, for requests from now on
             metrics["perf/weight_sync_s"] = self.workers.publish(self.model, self.iteration + 1)
         metrics["perf/iteration_s"] = time.perf_counter() - started
+        # seconds since this process began training, for curves at equal wall-clock (rl.max_seconds)
+        metrics["perf/elapsed_s"] = time.perf_counter() - (self._train_started or started)
         metrics.update(memory_metrics())  # rss now and peak so far: a leak shows as a rising rss
 
         self.iteration += 1

@@ -292,9 +292,11 @@ def test_a_waiting_group_already_too_stale_is_dropped_without_a_continuation():
     assert not [r for r in pool.requests if r.prompts[0][0] == 1 and r.history[0] > 0]
 
 
-def test_greedy_segments_through_a_worker_equal_one_go():
+@pytest.mark.parametrize("collect", [False, True])
+def test_greedy_segments_through_a_worker_equal_one_go(collect):
     """A trajectory generated `budget` tokens at a time by a rollout worker, each continuation resubmitted
-    from the trainer's buffer, equals generating it in one go (greedy, same weights) token for token."""
+    from the trainer's buffer, equals generating it in one go (greedy, same weights) token for token; with the
+    collector thread (`collect`), continuations are resubmitted while the trainer trains (a sleep here)."""
     model = tiny_llama()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker
@@ -306,12 +308,22 @@ def test_greedy_segments_through_a_worker_equal_one_go():
         one_go = engine.generate(PROMPTS, params)
         assert "stop" in one_go.finish_reasons and "length" in one_go.finish_reasons
         with RolloutWorkers(1, model, max_batch_size=2, max_seq_len=64 + 5, heartbeat_timeout_s=60.0) as pool:
-            loop = AsyncRollouts(pool, group_size=2, groups_per_iteration=2, max_staleness=0, seed=3,
-                                 max_new_tokens=15, budget=5, max_continuations=2)
+            # max_staleness 1: the collector continues what the next iteration (version 1) may still train on
+            loop = AsyncRollouts(pool, group_size=2, groups_per_iteration=2, max_staleness=1, seed=3,
+                                 max_new_tokens=15, budget=5, max_continuations=2, collect_while_training=collect)
             queue = list(range(len(PROMPTS)))
             draw = lambda n: [queue.pop(0) for _ in range(min(n, len(queue)))]  # noqa: E731
             # one version throughout (nothing published): the second round takes the groups made ahead
-            finished = [g for _ in range(2) for g in loop.run(0, draw, lambda i: PROMPTS[i], params).groups]
+            first = loop.run(0, draw, lambda i: PROMPTS[i], params)
+            time.sleep(2.0)  # "training": the collector, if any, continues the groups made ahead meanwhile
+            collector = loop._collector
+            second = loop.run(0, draw, lambda i: PROMPTS[i], params)
+            finished = first.groups + second.groups
+            assert (collector is not None) == collect and not (collector and collector.is_alive())  # run stopped it
+            resubmitted = second.stats.get("async/resubmitted_while_training", 0.0)
+            assert resubmitted > 0 if collect else "async/resubmitted_while_training" not in second.stats
+            loop.close()
+            assert loop._collector is None
     finally:
         torch.set_num_threads(previous)
     assert sorted(g.prompt_index for g in finished) == list(range(len(PROMPTS)))

@@ -20,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from k15.errors import K15Error
 from k15.rl.workers import RolloutRequest, RolloutWorkers, WeightPublisher
-from k15.rl.workers.worker import WorkerConfig, build_model
+from k15.rl.workers.worker import WorkerConfig, build_model, skeleton_of
 from k15.rollout.engine import RolloutEngine
 from k15.rollout.sampling import SamplingParams
 
@@ -154,7 +154,7 @@ def test_tied_embedding_is_stored_once_and_loads_into_a_worker_skeleton():
     publisher = WeightPublisher(tied, version=7)
     embed = tied.model.embed_tokens.weight
     assert publisher.nbytes < sum(t.nbytes for t in tied.state_dict().values()) - embed.nbytes + 64 * len(tied.state_dict())
-    skeleton = build_model(WorkerConfig(tied.config, torch.float32, BATCH, SEQ))  # what a worker builds: empty memory
+    skeleton = build_model(WorkerConfig(skeleton_of(tied), BATCH, SEQ))  # what a worker builds: empty memory
     subscriber = publisher.subscriber()
     assert subscriber.update(skeleton) == 7 and subscriber.update(skeleton) is None  # copied once per version
     assert skeleton.lm_head.weight.data_ptr() == skeleton.model.embed_tokens.weight.data_ptr()

@@ -105,3 +105,16 @@ def test_recipe_resumes_exactly(recipe, tmp_path, monkeypatch):
     assert any(step > 4 for step in a["reward/reward_mean"])
     wa, wb = load_file(whole / "rl" / "model" / "model.safetensors"), load_file(cut / "rl" / "model" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_max_seconds_ends_rl_on_time_with_an_export(recipe, tmp_path):
+    run_dir = run(recipe + ["rl.iterations=100000", "rl.max_seconds=4", "rl.checkpoint_every_n_iterations=0"],
+                  tmp_path / "timed")
+    elapsed = by_iteration(scalars(run_dir)["perf/elapsed_s"])
+    last = max(elapsed)
+    assert 0 < last < 100000 - 1  # stopped by the clock, not by the iteration count
+    # the first iteration end past 4 s (the Timer looks just after the step's own clock: a hair later)
+    assert elapsed[last] > 3.9 and elapsed[last - 1] < 4.0
+    assert sorted(elapsed) == list(range(last + 1)) and all(elapsed[i] < elapsed[i + 1] for i in range(last))
+    assert (run_dir / "rl" / "model" / "model.safetensors").is_file()
+    assert (run_dir / "rl" / "checkpoints" / "last.ckpt").is_file()

@@ -34,7 +34,7 @@ in-process engine (tests/rl/test_async_workers.py).
 Done:
 1. Config (k15.config.AsyncConfig, `rl.asynchronous`; `rl.async.KEY` is accepted on the command line
    for it): workers, max_staleness, heartbeat_timeout_s; validated. Refused in one line with
-   workers > 0: more than one trainer process, image prompts or a VLM policy (in RLModule).
+   workers > 0: more than one trainer process (k15.config).
 2. RLModule wiring: the pool starts in on_fit_start (version = iteration, so a resume starts at its
    iteration) and stops in on_fit_end and on any exception (CloseWorkersOnException). The loss's
    reference log-probs are recomputed by the trainer at the iteration start, as in the synchronous
@@ -64,9 +64,10 @@ Done:
 5. TensorBoard: async/staleness (histogram) with async/staleness_mean and _max, dropped groups,
    worker busy fraction, trainer wait, samples/s, groups in flight.
 6. benchmarks/async_rl.py: trained samples/s and held-out pass@1 at equal RL wall-clock, sync vs
-   workers=1, one thread per process, long-tailed lengths (long-CoT SFT policy over levels 1-6,
-   rl.max_new_tokens=192); last line `async ratio=X.XX`; `--smoke` runs in seconds
-   (tests/test_async_rl_benchmark.py). Not yet measured on a quiet machine, nor in RESULTS.md.
+   workers=1 (`--arms sync_partial,async_partial`: with partial rollouts), one thread per process,
+   long-CoT SFT policy over levels 1-6 (or `--override world.max_level=8`); last line
+   `async ratio=X.XX`; `--smoke` runs in seconds (tests/test_async_rl_benchmark.py); measured on the
+   idle 2-core machine in benchmarks/RESULTS.md.
    Tests: tests/rl/test_async_rl.py (the command line, the async/ curves and histogram, drops, a
    killed worker -> checkpoint -> --resume, a SIGTERMed / SIGKILLed trainer -> --resume).
 7. Partial rollouts through the workers (paper §2.6.2: a long trajectory never holds the others
@@ -87,16 +88,21 @@ Done:
    any other (at most 2 x prompts_per_iteration groups). Greedy, same weights: a trajectory made in
    segments through a worker equals one go token for token (tests/rl/test_async_rl.py).
 
-Next steps, in order:
-1. Re-run F8 at equal wall-clock with async partial rollouts (benchmarks/async_rl.py with
-   rl.partial.budget). Continuations are submitted only while the trainer collects a round; during
-   its training the workers serve only the groups drawn ahead (a submitting thread would keep them
-   busier; measure first).
-2. Image prompts through the workers: the vision engine in the worker (VisionRolloutEngine + pixels
-   in the request). Sharded trainers (FSDP2): rank 0 gathers the full weights (full_weights) and
-   publishes; across nodes, broadcast over the process group or a stated follow-up. Workers use the
-   trainer's device; a GPU trainer with workers is untested.
-3. Run benchmarks/async_rl.py on a quiet 2-core machine and record it in benchmarks/RESULTS.md.
+8. Image prompts and VLM policies (k15's VLM, a transformers VLM): a worker builds the policy from its
+   skeleton (worker.skeleton_of: the module with meta tensors, hooks dropped, tied names and the
+   non-persistent rotary buffers carried) and runs the VisionRolloutEngine; requests carry
+   ImagePrompts, pixels included. Worker == in-process vision engine bit for bit (k15 VLM,
+   Qwen2.5-VL, Pixtral-LLaVA; tests/vision/test_async_vision.py).
+9. With partial rollouts a collector thread resubmits continuations while the trainer trains
+   (loop.py step 5; `async/resubmitted_while_training`), so workers do not idle until the next round.
+10. `rl.max_seconds` (any RL run) ends training on a clock (Lightning's Timer, saved with the
+   checkpoint) and `perf/elapsed_s` is logged every iteration: arms at equal wall-clock
+   (benchmarks/async_rl.py, F8's wall-clock re-run in docs/results.md).
+
+Not done (each refused in one line or stated): more than one trainer process (DDP/FSDP2: rank 0 would
+gather the full weights and publish; across nodes, a broadcast over the process group); a GPU
+trainer with workers is untested; in-flight groups are not checkpointed (a kill loses at most
+2 x prompts_per_iteration groups, see 4).
 """
 
 from k15.rl.workers.messages import STOP, RolloutRequest, RolloutResult

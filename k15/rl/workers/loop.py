@@ -27,6 +27,11 @@ is the iteration: version v is the policy after v iterations of training.
    stale tokens as tokens of an earlier iteration: `rl.partial.loss_on=current` keeps only the
    current version's segments in the loss, as for synchronous partial rollouts.
 
+5. With partial rollouts, between rounds (while the trainer scores and trains) a collector thread
+   takes results as they arrive and resubmits continuations at once (never new draws: the sampler
+   stays the trainer's), so a worker is not left idle with unfinished members waiting for the next
+   round; the next `run` stops it first, so only one thread at a time touches the groups.
+
 `publish(model, version)` after the iteration's optimizer steps; `close()` stops the workers.
 What is in flight or waiting when the run ends or is killed is lost (at most 2 x
 groups_per_iteration groups, with the prompts drawn for them: a resume draws the sampler's next
@@ -42,11 +47,13 @@ only, as for partial rollouts, so a group made by an older version does not coun
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from typing import Callable
 
 from k15.config import RLConfig
+from k15.errors import K15Error
 from k15.rl.workers.messages import RolloutRequest, RolloutResult
 from k15.rl.workers.pool import RolloutWorkers
 from k15.rollout.buffer import Group, Trajectory
@@ -70,10 +77,11 @@ def oldest_version(group: Group) -> int:
 
 class AsyncRollouts:
     def __init__(self, pool, group_size: int, groups_per_iteration: int, max_staleness: int, seed: int, dropped: int = 0,
-                 max_new_tokens: int = 0, budget: int = 0, max_continuations: int = 4):
+                 max_new_tokens: int = 0, budget: int = 0, max_continuations: int = 4, collect_while_training: bool = False):
         """`pool`: a started RolloutWorkers (or anything with its check / submit / get / publish / close);
         `dropped`: the count a resumed run had saved; `budget` (with max_new_tokens, max_continuations): partial
-        rollouts, as rl.partial sets them (0: each response in one request)."""
+        rollouts, as rl.partial sets them (0: each response in one request); `collect_while_training` (with a
+        budget): a thread takes results and resubmits continuations while the trainer trains (step 5)."""
         self.pool, self.k, self.groups = pool, group_size, groups_per_iteration
         self.max_staleness, self.seed = max_staleness, seed
         self.max_new_tokens, self.max_continuations = max_new_tokens, max_continuations
@@ -86,16 +94,23 @@ class AsyncRollouts:
         self.ages: list[int] = []  # the last round's staleness per group (k15.rl.workers.staleness's histogram)
         self._busy_s = 0.0  # worker generate() seconds received since the last round
         self._since = time.perf_counter()
+        self.counts: Counter[str] = Counter()  # segments since the last round: rows, continued, saved, capped, tokens
+        self.collect_while_training = collect_while_training and bool(self.budget)
+        self.resubmitted_while_training = 0  # continuations the collector submitted since the last round
+        self._collector: threading.Thread | None = None
+        self._stop_collecting = threading.Event()
+        self._collector_failure: K15Error | None = None
 
     def run(
         self, iteration: int, draw: Callable[[int], list[int]], prompt_of: Callable[[int], list[int]], params: SamplingParams,
     ) -> RolloutRound:
         """This iteration's `groups_per_iteration` finished groups (see the module's steps)."""
+        self._stop_collector()  # raises the K15Error the collector met, if any
         self.pool.check()
         slot, waited = 0, 0.0
         usable: list[Group] = []
         ages: list[int] = []
-        counts: Counter[str] = Counter()  # this round's segments: rows, continued, saved, capped, tokens
+        counts = self.counts
         while len(usable) < self.groups:
             # 2 x groups outstanding, less what this round took: a drop is replaced at once, a use is not
             want = 2 * self.groups - len(usable) - len(self.in_flight) - len(self.waiting) - len(self.finished)
@@ -123,7 +138,48 @@ class AsyncRollouts:
             self._busy_s += result.seconds
             self._arrived(result, counts)
         self.ages = ages
-        return RolloutRound(usable, counts["tokens"], self._stats(iteration, usable, ages, waited, counts))
+        done = RolloutRound(usable, counts["tokens"], self._stats(iteration, usable, ages, waited, counts))
+        if self.collect_while_training:
+            self._start_collector(iteration + 1, prompt_of, params)
+        return done
+
+    def _start_collector(self, version: int, prompt_of: Callable[[int], list[int]], params: SamplingParams) -> None:
+        """Step 5: while the trainer trains, a thread takes each result as it arrives and resubmits the unfinished
+        members of its group at once, so the workers do not wait for the next round to continue them. It draws
+        no prompts (the sampler is the trainer's) and leaves alone a group that will be too stale for `version`
+        (the next round drops it and counts it). The next `run` stops it before touching the state."""
+        self._stop_collecting.clear()
+
+        def collect() -> None:
+            try:
+                while not self._stop_collecting.is_set():
+                    result = self.pool.get(timeout=0.1)
+                    if result is None:
+                        continue
+                    self._busy_s += result.seconds
+                    self._arrived(result, self.counts)
+                    waiting, self.waiting = self.waiting, []
+                    for group in waiting:
+                        if version - oldest_version(group) > self.max_staleness:
+                            self.waiting.append(group)
+                        else:
+                            self._submit(group, prompt_of, params)
+                            self.resubmitted_while_training += 1
+            except K15Error as failure:  # a dead or hung worker: the next round raises it
+                self._collector_failure = failure
+
+        self._collector = threading.Thread(target=collect, name="k15-async-collector", daemon=True)
+        self._collector.start()
+
+    def _stop_collector(self) -> None:
+        """Stop the collector thread, if one runs, and raise what it met."""
+        if self._collector is not None:
+            self._stop_collecting.set()
+            self._collector.join()
+            self._collector = None
+        if self._collector_failure is not None:
+            failure, self._collector_failure = self._collector_failure, None
+            raise failure
 
     def _submit(self, group: Group, prompt_of: Callable[[int], list[int]], params: SamplingParams) -> None:
         """One request for the group's unfinished members (all k of a new group), each continuing from its tokens so far."""
@@ -164,11 +220,14 @@ class AsyncRollouts:
             "async/samples_per_s": sum(len(g.members) for g in usable) / wall,
             "async/in_flight_groups": float(len(self.in_flight)),
         }
+        if self.collect_while_training:
+            stats["async/resubmitted_while_training"] = float(self.resubmitted_while_training)
         if self.budget:  # the synchronous loop's rollout/* curves; its buffer is what is in flight or waiting here
             held = [g for g, _ in self.in_flight.values()] + self.waiting
             stats.update(partial_stats(iteration, usable, counts["rows"], counts["continued"], counts["saved"], counts["capped"],
                                        sum(not m.done for g in held for m in g.members), len(held) + len(self.finished)))
         self._busy_s, self._since = 0.0, now
+        self.counts, self.resubmitted_while_training = Counter(), 0
         return stats
 
     def publish(self, model, version: int) -> float:
@@ -178,7 +237,12 @@ class AsyncRollouts:
         return time.perf_counter() - t
 
     def close(self) -> None:
-        self.pool.close()
+        try:
+            self._stop_collector()
+        except K15Error:
+            pass  # closing anyway: the failure was (or will be) reported by the pool
+        finally:
+            self.pool.close()
 
 
 def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, version: int, device: str,
@@ -192,4 +256,4 @@ def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, vers
         version=version, heartbeat_timeout_s=a.heartbeat_timeout_s,
     )
     return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed, dropped,
-                         cfg.max_new_tokens, p.budget, p.max_continuations)
+                         cfg.max_new_tokens, p.budget, p.max_continuations, collect_while_training=True)

@@ -32,13 +32,14 @@ from torch import nn
 from k15.errors import K15Error
 from k15.rl.workers.messages import STOP, RolloutRequest, RolloutResult
 from k15.rl.workers.weights import WeightPublisher
-from k15.rl.workers.worker import WorkerConfig, run_worker
+from k15.rl.workers.worker import WorkerConfig, run_worker, skeleton_of
 
 __all__ = ["RolloutWorkers"]
 
 
 def _stop(processes: list) -> None:
     """SIGTERM, then SIGKILL, every worker still running, and reap them. Safe at interpreter exit."""
+    processes = [p for p in processes if p.pid is not None]  # one that failed to start has nothing to stop
     for p in processes:
         if p.exitcode is None:
             p.terminate()
@@ -68,7 +69,8 @@ class RolloutWorkers:
         start_timeout_s: float = 300.0,
         locked: bool | None = None,
     ):
-        """n workers of `model` (a Llama/Qwen2-family transformers causal LM), its weights published as `version`."""
+        """n workers of `model` (a transformers causal LM, k15's VLM or a transformers VLM), its weights published
+        as `version`."""
         if n < 1:
             raise ValueError(f"need at least one worker, got {n}")
         ctx = mp.get_context("spawn")
@@ -80,7 +82,7 @@ class RolloutWorkers:
         self.results = [ctx.Queue() for _ in range(n)]
         self.outstanding: list[set[int]] = [set() for _ in range(n)]  # request ids per worker
         config = WorkerConfig(
-            model_config=model.config, dtype=next(model.parameters()).dtype, max_batch_size=max_batch_size,
+            skeleton=skeleton_of(model), max_batch_size=max_batch_size,
             max_seq_len=max_seq_len, device=device,
             beat_interval_s=min(1.0, heartbeat_timeout_s / 4),  # several beats per timeout even when idle
         )

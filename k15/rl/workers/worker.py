@@ -6,11 +6,16 @@ or CUDA). Its steps:
 1. Die with the parent: PR_SET_PDEATHSIG(SIGKILL), then exit if the parent is already gone (it may
    have died before the signal was armed). One thread (`torch.set_num_threads`): workers and the
    trainer share the cores.
-2. Build the policy's skeleton from its transformers config on the meta device and give it empty
-   CPU (or `device`) memory: no random init, since the weights come next. This HF model is only a
-   holder the engine copies from; its non-persistent buffers (rotary inv_freq) stay uninitialized
-   because the engine computes its own rotary table from the config.
-3. Copy the newest published weights into it and build the RolloutEngine from it.
+2. Build the policy from its skeleton (`skeleton_of`: the trainer's module with every tensor on the
+   meta device, so any policy class pickles without its weights: a transformers causal LM, k15's
+   VLM, a transformers VLM) and give it empty CPU (or `device`) memory: no random init, since the
+   weights come next. Tied parameters are tied again (to_empty gives each name its own memory) and
+   the non-persistent buffers (rotary inv_freq of the decoder and of a vision tower), which are not
+   in the published state dict, are set from the values the skeleton carries; transformers' record of
+   which outputs each model class can capture (filled by __init__, which an unpickled model never
+   ran) is filled in.
+3. Copy the newest published weights into it and build its engine from it: the RolloutEngine, or
+   the VisionRolloutEngine for a VLM (requests then hold ImagePrompts, pixels included).
 4. Loop: take a request (waiting at most one beat interval, then beat and wait again); on the stop
    sentinel, exit 0. Otherwise pick up new weights if a newer version was published (so weights
    change only between requests), generate with a generator seeded from the request, and put a
@@ -25,6 +30,7 @@ until the engine is built: the pool reads that as "still starting".
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import queue
@@ -34,21 +40,55 @@ import time
 from dataclasses import dataclass
 
 import torch
-import transformers
+from torch import nn
+from transformers import PreTrainedModel
 
+from k15.models.policy import is_vlm
 from k15.rl.workers.messages import RolloutRequest, RolloutResult
 from k15.rl.workers.weights import WeightSubscriber
 from k15.rollout.engine import RolloutEngine
+from k15.rollout.vision import VisionRolloutEngine
 
-__all__ = ["WorkerConfig", "run_worker"]
+__all__ = ["Skeleton", "WorkerConfig", "build_model", "run_worker", "skeleton_of"]
 
 PR_SET_PDEATHSIG = 1
 
 
 @dataclass
+class Skeleton:
+    """The policy without its weights: what a worker builds its model from."""
+
+    module: nn.Module  # every parameter and buffer on the meta device
+    ties: list[list[str]]  # names of one shared parameter (tied embeddings), each list longer than one
+    buffers: dict[str, torch.Tensor]  # the non-persistent buffers' values (not in the published state dict)
+
+
+def skeleton_of(model: nn.Module) -> Skeleton:
+    """`model` with meta tensors in place of its own and without forward hooks, without copying its weights (a
+    deepcopy whose memo maps each tensor to an empty meta one; a tied parameter stays one object)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    memo = {id(t): nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad) if isinstance(t, nn.Parameter)
+            else torch.empty_like(t, device="meta") for t in tensors}
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    persistent = model.state_dict().keys()
+    buffers = {name: b.detach().cpu().clone() for name, b in model.named_buffers() if name not in persistent}
+    module = copy.deepcopy(model, memo)
+    for m in module.modules():  # forward hooks are the trainer's, and closures do not pickle (transformers'
+        m._forward_hooks.clear()  # output capture installs its own again at the worker's first forward)
+        m._forward_hooks_with_kwargs.clear()
+        m._forward_hooks_always_called.clear()
+        m._forward_pre_hooks.clear()
+        m._forward_pre_hooks_with_kwargs.clear()
+        if getattr(m, "_output_capturing_hooks_installed", False):
+            m._output_capturing_hooks_installed = False
+    return Skeleton(module, [n for n in names.values() if len(n) > 1], buffers)
+
+
+@dataclass
 class WorkerConfig:
-    model_config: transformers.PretrainedConfig  # of a Llama/Qwen2-family causal LM
-    dtype: torch.dtype
+    skeleton: Skeleton
     max_batch_size: int
     max_seq_len: int
     device: str = "cpu"
@@ -56,14 +96,15 @@ class WorkerConfig:
     beat_interval_s: float = 1.0  # the longest an idle worker waits for a request before beating again
 
 
-class _BeatingEngine(RolloutEngine):
-    """The rollout engine, beating once per forward pass (it calls `_logits` once per prefill and decode step)."""
+def beat_per_step(engine: RolloutEngine, beat) -> None:
+    """Make `engine` call `beat()` once per forward pass (it calls `_logits` once per prefill and decode step)."""
+    logits = engine._logits
 
-    beat = staticmethod(lambda: None)
+    def beating(hidden: torch.Tensor) -> torch.Tensor:
+        beat()
+        return logits(hidden)
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        self.beat()
-        return super()._logits(hidden)
+    engine._logits = beating
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -80,13 +121,33 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def build_model(config: WorkerConfig) -> transformers.PreTrainedModel:
-    """The policy's skeleton with uninitialized memory on `config.device`, to be filled by the subscriber."""
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config.model_config)
-    model = model.to(config.dtype).to_empty(device=config.device)
-    model.tie_weights()  # to_empty gives each name of a tied tensor its own memory
+def build_model(config: WorkerConfig) -> nn.Module:
+    """The policy with uninitialized memory on `config.device`, to be filled by the subscriber; ties and
+    non-persistent buffers as in the trainer's model."""
+    skeleton = config.skeleton
+    model = skeleton.module.to_empty(device=config.device)
+    for first, *others in skeleton.ties:  # to_empty gave each name of a tied parameter its own memory
+        shared = model.get_parameter(first)
+        for name in others:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, shared)
+    with torch.no_grad():
+        for name, value in skeleton.buffers.items():
+            model.get_buffer(name).copy_(value)
+    register_output_capture(model)
     return model.eval()
+
+
+def register_output_capture(model: nn.Module) -> None:
+    """What a transformers model's __init__ registers and an unpickled one never ran: which outputs its class can
+    capture (hidden states a LLaVA reads from its vision tower). Keyed by class, so one instance per class will do."""
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # a transformers without the registry captures outputs its own way
+        return
+    for m in model.modules():
+        if isinstance(m, PreTrainedModel):
+            _CAN_RECORD_REGISTRY[m] = m._can_record_outputs
 
 
 def run_worker(
@@ -107,8 +168,9 @@ def run_worker(
 
     model = build_model(config)
     version = weights.update(model)
-    engine = _BeatingEngine(model, max_batch_size=config.max_batch_size, max_seq_len=config.max_seq_len)
-    engine.beat = beat
+    engine_class = VisionRolloutEngine if is_vlm(model) else RolloutEngine
+    engine = engine_class(model, max_batch_size=config.max_batch_size, max_seq_len=config.max_seq_len)
+    beat_per_step(engine, beat)
     beat()  # ready
 
     while True:
