@@ -109,6 +109,22 @@ def test_report_fills_the_document_and_plots(out, tmp_path):
     assert data["runs"]["uniform"]["0"].endswith("pool/uniform0")
 
 
+def test_report_of_chosen_labels_leaves_the_other_tables(out, tmp_path):
+    other = out / "curriculum" / "seed0"  # a directory with only a borrowed arm must not rewrite its table
+    other.mkdir(parents=True)
+    (other / "arms.json").write_text(json.dumps({"uniform": str(out / "pool" / "uniform0")}))
+    blocks = "".join(findings.BEGIN.format(e) + "\nold\n" + findings.END.format(e) + "\n" for e in ("prioritized", "curriculum"))
+    doc = tmp_path / "results.md"
+    doc.write_text(blocks)
+    common = ["--out", str(out), "--doc", str(doc), "--figures", str(tmp_path / "figures"), "--data", str(tmp_path / "data")]
+    assert findings.main(["report", *common, "--labels", "prioritized"]) == 0
+    text = doc.read_text()
+    assert "| uniform | 3 | 92.0 ± 2.0 |" in text and text.count("\nold\n") == 1  # curriculum's block untouched
+    assert not (tmp_path / "data" / "curriculum.json").exists()
+    with pytest.raises(SystemExit, match="--labels: no results under .* for nothing_here"):
+        findings.main(["report", *common, "--labels", "nothing_here"])
+
+
 def test_rescale_schedule():
     from experiments.run import resolve
 

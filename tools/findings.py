@@ -76,6 +76,10 @@ FINDINGS = [
     Finding("F8", "partial_rollouts", "Partial rollouts keep learning intact at a fixed per-iteration token budget", "full",
             {"partial_all": {"final_pass@1": "similar", "max_tokens_per_iteration": "lower"},
              "partial_current": {"final_pass@1": "similar", "max_tokens_per_iteration": "lower"}}),
+    Finding("F8", "partial_rollouts_wallclock", "At equal wall-clock, asynchronous partial rollouts learn as well as "
+            "synchronous full rollouts", "full",
+            {"full_async": {"final_pass@1": "similar", "iterations": "higher"},
+             "partial_async": {"final_pass@1": "similar", "iterations": "higher"}}),
     Finding("F9", "curation", "Without the curation filter, reward on guessable prompts rises without correctness", "filter",
             {"no_filter": {"guess_reward_final": "higher", "final_pass@1": "similar"}}),
     Finding("F10", "rl_baseline", "The mean-reward baseline works as well as the exact log-mean-exp", "mean",
@@ -418,7 +422,7 @@ def read_scalar_series(run_dir: Path, tags: tuple[str, ...], stage: str = "rl") 
 
 
 SERIES_TAGS = ("reward/reward_mean", "rollout/len_mean", "reward/zero_std_frac", "perf/iteration_s",
-               "rollout/tokens_per_s", "perf/rollout_s", "rollout/partial_frac")
+               "rollout/tokens_per_s", "perf/rollout_s", "rollout/partial_frac", "perf/elapsed_s")
 
 
 def run_metrics(run_dir: Path, model: str = "rl") -> dict[str, float]:
@@ -479,6 +483,9 @@ def run_metrics(run_dir: Path, model: str = "rl") -> dict[str, float]:
     if "perf/iteration_s" in series:
         t = series["perf/iteration_s"][1]
         m["iteration_s_mean"] = sum(t) / len(t)
+        m["iterations"] = len(t)
+    if "perf/elapsed_s" in series:  # the training clock at the last iteration (rl.max_seconds arms)
+        m["train_s"] = series["perf/elapsed_s"][1][-1]
     if "rollout/tokens_per_s" in series:
         t = series["rollout/tokens_per_s"][1]
         m["rollout_tokens_per_s"] = sum(t) / len(t)
@@ -688,6 +695,8 @@ EXTRA_SHOWN = {
     "partial_rollouts": [("tokens_per_iteration", "gen. tokens/iter", 1), ("max_tokens_per_iteration", "max gen. tokens/iter", 1),
                          ("iteration_s_mean", "s/iteration", 1),
                          ("stage_wall_s", "RL wall s", 1)],
+    "partial_rollouts_wallclock": [("iterations", "iterations", 1), ("train_s", "RL train s", 1),
+                                   ("tokens_per_iteration", "gen. tokens/iter", 1), ("iteration_s_mean", "s/iteration", 1)],
     "curation": [("guess_reward_start", "guess reward start", 1), ("guess_reward_final", "guess reward end", 1),
                  ("guess_binary_start", "bare 0/1 answers start", 1), ("guess_binary_final", "bare 0/1 answers end", 1), ("guess_think_final", "thinks on guess prompts end", 1)],
     "model_size": [("slope_pass@1_per_token", "slope, points/token", 100), ("start_pass@1", "SFT pass@1", 100)],
@@ -780,7 +789,13 @@ def cmd_report(args) -> int:
     docs/findings/<experiment>.json, committed, so every number of the report traces to a file."""
     out, doc_path, figures, data = Path(args.out), Path(args.doc), Path(args.figures), Path(args.data)
     doc = doc_path.read_text() if doc_path.is_file() else ""
-    for experiment in [d.name for d in sorted(out.iterdir()) if d.is_dir() and d.name != "pool" and list(d.glob("seed*/arms.json"))]:
+    labels = [d.name for d in sorted(out.iterdir()) if d.is_dir() and d.name != "pool" and list(d.glob("seed*/arms.json"))]
+    if args.labels:
+        wanted = args.labels.split(",")
+        if missing := [w for w in wanted if w not in labels]:
+            raise SystemExit(f"error: --labels: no results under {out} for {', '.join(missing)}")
+        labels = wanted
+    for experiment in labels:
         text = finding_table(out, experiment)
         png = plot_finding(out, experiment, figures / f"{experiment}.png")
         print(f"## {experiment}\n{text}" + (f"plot: {png}\n" if png else ""))
@@ -830,6 +845,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--doc", default="docs/results.md")
     rep.add_argument("--figures", default="docs/figures")
     rep.add_argument("--data", default="docs/findings", help="where each finding's aggregated numbers go (JSON)")
+    rep.add_argument("--labels", help="comma-separated results directories to report (default: every one under --out); "
+                     "a directory holding only an arm borrowed by others would otherwise rewrite its finding's table")
     args = p.parse_args(argv)
     return {"run": cmd_run, "one": cmd_one, "report": cmd_report}[args.cmd](args)
 
