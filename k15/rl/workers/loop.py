@@ -89,6 +89,7 @@ class AsyncRollouts:
         self.in_flight: dict[int, tuple[Group, list[Trajectory]]] = {}  # request id -> its group and the members it extends
         self.waiting: list[Group] = []  # arrived with unfinished members: to be continued
         self.finished: list[Group] = []  # every member finished, not trained yet, oldest first
+        self.prompts: dict[str, object] = {}  # group id -> its prompt, while it may be continued (the collector reads no data)
         self.next_id = 0
         self.dropped = dropped  # groups thrown away as too stale in this run (saved in the RL checkpoint)
         self.ages: list[int] = []  # the last round's staleness per group (k15.rl.workers.staleness's histogram)
@@ -121,6 +122,7 @@ class AsyncRollouts:
             for group in waiting:  # continue at once, unless too stale to be trained on ever
                 if iteration - oldest_version(group) > self.max_staleness:
                     self.dropped += 1
+                    self.prompts.pop(group.id, None)
                 else:
                     self._submit(group, prompt_of, params)
             if self.finished:
@@ -146,7 +148,8 @@ class AsyncRollouts:
     def _start_collector(self, version: int, prompt_of: Callable[[int], list[int]], params: SamplingParams) -> None:
         """Step 5: while the trainer trains, a thread takes each result as it arrives and resubmits the unfinished
         members of its group at once, so the workers do not wait for the next round to continue them. It draws
-        no prompts (the sampler is the trainer's) and leaves alone a group that will be too stale for `version`
+        no prompts (the sampler is the trainer's) and reads none (a group's prompt is kept from its first
+        request: no tokenizer or image file is touched beside the training thread), and leaves alone a group that will be too stale for `version`
         (the next round drops it and counts it). The next `run` stops it before touching the state."""
         self._stop_collecting.clear()
 
@@ -187,7 +190,9 @@ class AsyncRollouts:
         drawn_in, slot = (int(part) for part in group.id.split("."))  # "<iteration drawn>.<slot>", as PartialRollouts names it
         seed = request_seed(self.seed, drawn_in, slot, group.prompt_index, len(members[0].segments))
         limits, history = segment_limits(members, self.budget, self.max_new_tokens)
-        prompt = prompt_of(group.prompt_index)
+        if group.id not in self.prompts:  # read once, when the group is drawn
+            self.prompts[group.id] = prompt_of(group.prompt_index)
+        prompt = self.prompts[group.id]
         request = RolloutRequest(self.next_id, [prompt + m.tokens for m in members], params, seed, limits, history)
         self.in_flight[self.next_id] = (group, members)
         self.next_id += 1
@@ -206,7 +211,11 @@ class AsyncRollouts:
             else:  # the whole response in one request: whatever ended it is its end
                 m.extend(result.version, list(tokens), list(logprobs))
                 m.finish_reason = reason
-        (self.finished if group.done else self.waiting).append(group)
+        if group.done:
+            self.prompts.pop(group.id, None)
+            self.finished.append(group)
+        else:
+            self.waiting.append(group)
 
     def _stats(self, iteration: int, usable: list[Group], ages: list[int], waited: float, counts: Counter[str]) -> dict[str, float]:
         now = time.perf_counter()
