@@ -14,10 +14,11 @@ Steps:
    rollouts (`rl.partial.budget=--budget`). One thread per process (`run.threads=1`: the trainer; a
    rollout worker always has one), so on 2 cores the async arm's trainer and worker each get one. RL
    stops after `--seconds` of training (`rl.max_seconds`: Lightning's Timer in the RL stage).
-3. Trained samples/s = iterations trained x prompts x samples per prompt / the training seconds
-   (`perf/elapsed_s` at the last iteration: from the start of training, so the async arm's include
-   the worker's start-up, a few seconds, shown as its first iteration's); held-out pass@1 is the
-   pipeline's eval of the RL model.
+3. Trained samples/s = groups trained x samples per prompt / the training seconds (`perf/elapsed_s`
+   at the last iteration; the workers are ready before training starts); groups trained are
+   prompts x iterations, or with partial rollouts the finished groups of each iteration
+   (`rollout/finished_groups`: the synchronous loop trains only groups whose k samples all
+   finished). Held-out pass@1 is the pipeline's eval of the RL model.
 
 Long-tailed response lengths: the SFT policy writes a short answer or a long chain of thought (half of
 its traces are long CoT: sft.long_fraction=0.5, with steps first written wrong then corrected:
@@ -107,15 +108,19 @@ def run_arm(args: argparse.Namespace, root: Path, name: str, policy: Path) -> di
     summary = pipeline.run_pipeline(cfg, create_run_dir(cfg))
     run_dir = root / name
     iterations = len((run_dir / "rl" / "drawn.jsonl").read_text().splitlines())
-    tags = ("rollout/len_p50", "rollout/len_p95", "rollout/truncated_frac", "perf/iteration_s", "perf/elapsed_s")
+    tags = ("rollout/len_p50", "rollout/len_p95", "rollout/truncated_frac", "perf/iteration_s", "perf/elapsed_s",
+            "rollout/finished_groups")
     curves = read_scalars(run_dir / "tb" / "rl", tags)
     train_s = curves["perf/elapsed_s"][1][-1]
-    samples = iterations * cfg.rl.prompts_per_iteration * cfg.rl.samples_per_prompt
+    # with partial rollouts the synchronous loop trains only the groups whose k samples all finished
+    groups = sum(curves["rollout/finished_groups"][1]) if "rollout/finished_groups" in curves \
+        else iterations * cfg.rl.prompts_per_iteration
+    samples = int(groups) * cfg.rl.samples_per_prompt
     mean = {tag: sum(values) / max(len(values), 1) for tag, (_, values) in curves.items()}
     return {"iterations": iterations, "train_s": train_s, "samples": samples, "samples_per_s": samples / train_s,
             "pass@1": summary["eval"]["rl"]["pass@1"], "len_p50": mean["rollout/len_p50"],
             "len_p95": mean["rollout/len_p95"], "truncated_frac": mean["rollout/truncated_frac"],
-            "first_iteration_s": curves["perf/iteration_s"][1][0]}  # async: includes the worker's start-up
+            "first_iteration_s": curves["perf/iteration_s"][1][0]}
 
 
 def describe_load() -> str:

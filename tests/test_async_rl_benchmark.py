@@ -26,6 +26,9 @@ def test_async_rl_benchmark_smoke_ends_with_the_ratio_line(pair):
     assert set(arms) == set(pair)
     for name, arm in arms.items():
         assert arm["iterations"] >= 1 and arm["train_s"] > 0, (name, arm)
-        assert arm["samples"] == arm["iterations"] * 2 * 2  # the smoke run's prompts x samples per iteration
+        if name.endswith("_partial"):  # groups trained: only those whose 2 samples all finished, at most 2 per iteration
+            assert 0 < arm["samples"] <= arm["iterations"] * 2 * 2 and arm["samples"] % 2 == 0
+        else:
+            assert arm["samples"] == arm["iterations"] * 2 * 2  # the smoke run's prompts x samples per iteration
         assert 0.0 <= arm["pass@1"] <= 1.0
     assert abs(float(lines[-1].split("=")[1]) - arms[pair[1]]["samples_per_s"] / arms[pair[0]]["samples_per_s"]) <= 0.0051

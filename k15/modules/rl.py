@@ -110,6 +110,7 @@ class RLModule(L.LightningModule):
         self.async_dropped = 0  # stale groups dropped in this run, kept across a resume (and once the workers close)
         self.opt: torch.optim.Optimizer | None = None
         self._train_started: float | None = None  # on_train_start's clock (unit tests call training_step without it)
+        self._trained_before_s = 0.0  # training seconds of the run before its last resume (perf/elapsed_s)
         self.persistent_opt_state: dict | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -154,7 +155,13 @@ class RLModule(L.LightningModule):
             self.registry.judge.to(self.device)
 
     def on_train_start(self) -> None:
-        self._train_started = time.perf_counter()  # perf/elapsed_s: this process's training clock
+        self._train_started = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        """Training seconds so far, a resumed run's earlier ones included (perf/elapsed_s; rl.max_seconds' Timer
+        keeps its own clock in the checkpoint the same way)."""
+        started = self._train_started if self._train_started is not None else time.perf_counter()
+        return self._trained_before_s + time.perf_counter() - started
 
     def on_fit_end(self) -> None:
         self.close_workers()
@@ -173,6 +180,7 @@ class RLModule(L.LightningModule):
             "guard": self.guard.state_dict(),
             "verifier_counts": dict(self.registry.counts),
             "async_dropped": self.workers.dropped if self.workers is not None else self.async_dropped,
+            "elapsed_s": self.elapsed_s(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -186,6 +194,7 @@ class RLModule(L.LightningModule):
         self.guard.load_state_dict(state["guard"])
         self.registry.counts = Counter(state["verifier_counts"])
         self.async_dropped = int(state.get("async_dropped", 0))  # absent from checkpoints written before async RL
+        self._trained_before_s = float(state.get("elapsed_s", 0.0))
 
     # ------------------------------------------------------------------------------------------
     # One RL iteration
@@ -234,8 +243,7 @@ class RLModule(L.LightningModule):
         if self.workers is not None:  # the next iteration's version: this iteration's weights, for requests from now on
             metrics["perf/weight_sync_s"] = self.workers.publish(self.model, self.iteration + 1)
         metrics["perf/iteration_s"] = time.perf_counter() - started
-        # seconds since this process began training, for curves at equal wall-clock (rl.max_seconds)
-        metrics["perf/elapsed_s"] = time.perf_counter() - (self._train_started or started)
+        metrics["perf/elapsed_s"] = self.elapsed_s()  # for curves at equal wall-clock (rl.max_seconds)
         metrics.update(memory_metrics())  # rss now and peak so far: a leak shows as a rising rss
 
         self.iteration += 1

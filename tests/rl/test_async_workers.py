@@ -6,9 +6,11 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,6 +162,37 @@ def test_tied_embedding_is_stored_once_and_loads_into_a_worker_skeleton():
     assert skeleton.lm_head.weight.data_ptr() == skeleton.model.embed_tokens.weight.data_ptr()
     for name, t in tied.state_dict().items():
         assert torch.equal(skeleton.state_dict()[name], t), name
+
+
+class _Rotary(nn.Module):
+    def __init__(self, inv_freq: torch.Tensor):
+        super().__init__()
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+
+class _HookOwner:
+    """A forward hook bound to an object that cannot be copied or pickled (it holds a lock)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def hook(self, *args) -> None:
+        pass
+
+
+def test_the_skeleton_keeps_every_shared_name_and_leaves_hooks_behind():
+    model = nn.Module()
+    inv_freq = torch.arange(4.0)
+    model.a, model.b = _Rotary(inv_freq), _Rotary(inv_freq)  # one non-persistent buffer under two names
+    model.lin = nn.Linear(4, 4)
+    model.register_buffer("alias", model.lin.weight, persistent=False)  # a parameter that is also a buffer
+    model.lin.register_forward_hook(_HookOwner().hook)
+    model.register_full_backward_hook(lambda *args: None)  # a lambda does not pickle
+    skeleton = pickle.loads(pickle.dumps(skeleton_of(model)))  # as it travels to a spawned worker
+    built = build_model(WorkerConfig(skeleton, BATCH, SEQ))
+    assert built.a.inv_freq is built.b.inv_freq and torch.equal(built.b.inv_freq, inv_freq)
+    assert built.alias is built.lin.weight  # a publish into lin.weight reaches the alias too
+    assert not built.lin._forward_hooks and not built._backward_hooks and model.lin._forward_hooks  # trainer's kept
 
 
 # --------------------------------------------------------------------------- seqlock consistency

@@ -5,6 +5,7 @@ through a worker; the command line runs a Qwen2.5-VL checkpoint's RL asynchronou
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -66,14 +67,24 @@ def test_a_worker_generates_what_the_in_process_vision_engine_does(kind, tmp_pat
     params = SamplingParams(max_new_tokens=10, temperature=1.0)
     expected = VisionRolloutEngine(vlm, max_batch_size=BATCH, max_seq_len=SEQ).generate(
         prompts, params, torch.Generator().manual_seed(11))
+    moved = copy.deepcopy(vlm)  # as after an optimizer step: decoder, projector and tower all change
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    expected_moved = VisionRolloutEngine(moved, max_batch_size=BATCH, max_seq_len=SEQ).generate(
+        prompts, params, torch.Generator().manual_seed(11))
     with RolloutWorkers(1, vlm, max_batch_size=BATCH, max_seq_len=SEQ, heartbeat_timeout_s=60.0) as pool:
         pool.wait_ready(120.0)
         pool.submit(RolloutRequest(0, prompts, params, seed=11))
         result = pool.get(timeout=120.0)
-    assert result.tokens == expected.tokens and result.finish_reasons == expected.finish_reasons
+        assert pool.publish(moved) == 1
+        pool.submit(RolloutRequest(1, prompts, params, seed=11))
+        after = pool.get(timeout=120.0)
     assert sum(map(len, result.tokens)) > len(prompts)  # sampled text, not an immediate stop
-    for got, want in zip(result.logprobs, expected.logprobs):
-        assert torch.equal(torch.tensor(got), torch.tensor(want))  # bit-exact: same code, one thread each
+    for got, want in ((result, expected), (after, expected_moved)):  # bit-exact: same code, one thread each
+        assert got.tokens == want.tokens and got.finish_reasons == want.finish_reasons
+        assert all(torch.equal(torch.tensor(a), torch.tensor(b)) for a, b in zip(got.logprobs, want.logprobs))
+    assert (result.version, after.version) == (0, 1) and after.logprobs != result.logprobs  # the new weights were used
 
 
 def test_rlmodule_trains_a_vlm_on_image_prompts_through_a_worker(tok, make_vlm, prompt_set):

@@ -53,7 +53,6 @@ from collections import Counter
 from typing import Callable
 
 from k15.config import RLConfig
-from k15.errors import K15Error
 from k15.rl.workers.messages import RolloutRequest, RolloutResult
 from k15.rl.workers.pool import RolloutWorkers
 from k15.rollout.buffer import Group, Trajectory
@@ -89,7 +88,7 @@ class AsyncRollouts:
         self.in_flight: dict[int, tuple[Group, list[Trajectory]]] = {}  # request id -> its group and the members it extends
         self.waiting: list[Group] = []  # arrived with unfinished members: to be continued
         self.finished: list[Group] = []  # every member finished, not trained yet, oldest first
-        self.prompts: dict[str, object] = {}  # group id -> its prompt, while it may be continued (the collector reads no data)
+        self.prompts: dict[int, object] = {}  # id(group) -> its prompt, while it may be continued (the collector reads no data)
         self.next_id = 0
         self.dropped = dropped  # groups thrown away as too stale in this run (saved in the RL checkpoint)
         self.ages: list[int] = []  # the last round's staleness per group (k15.rl.workers.staleness's histogram)
@@ -100,13 +99,13 @@ class AsyncRollouts:
         self.resubmitted_while_training = 0  # continuations the collector submitted since the last round
         self._collector: threading.Thread | None = None
         self._stop_collecting = threading.Event()
-        self._collector_failure: K15Error | None = None
+        self._collector_failure: BaseException | None = None
 
     def run(
         self, iteration: int, draw: Callable[[int], list[int]], prompt_of: Callable[[int], list[int]], params: SamplingParams,
     ) -> RolloutRound:
         """This iteration's `groups_per_iteration` finished groups (see the module's steps)."""
-        self._stop_collector()  # raises the K15Error the collector met, if any
+        self._stop_collector()  # raises what the collector met, if anything (a K15Error naming a worker)
         self.pool.check()
         slot, waited = 0, 0.0
         usable: list[Group] = []
@@ -122,7 +121,7 @@ class AsyncRollouts:
             for group in waiting:  # continue at once, unless too stale to be trained on ever
                 if iteration - oldest_version(group) > self.max_staleness:
                     self.dropped += 1
-                    self.prompts.pop(group.id, None)
+                    self.prompts.pop(id(group), None)
                 else:
                     self._submit(group, prompt_of, params)
             if self.finished:
@@ -168,7 +167,7 @@ class AsyncRollouts:
                         else:
                             self._submit(group, prompt_of, params)
                             self.resubmitted_while_training += 1
-            except K15Error as failure:  # a dead or hung worker: the next round raises it
+            except BaseException as failure:  # a dead or hung worker (K15Error), or a bug: the next round raises it
                 self._collector_failure = failure
 
         self._collector = threading.Thread(target=collect, name="k15-async-collector", daemon=True)
@@ -190,9 +189,9 @@ class AsyncRollouts:
         drawn_in, slot = (int(part) for part in group.id.split("."))  # "<iteration drawn>.<slot>", as PartialRollouts names it
         seed = request_seed(self.seed, drawn_in, slot, group.prompt_index, len(members[0].segments))
         limits, history = segment_limits(members, self.budget, self.max_new_tokens)
-        if group.id not in self.prompts:  # read once, when the group is drawn
-            self.prompts[group.id] = prompt_of(group.prompt_index)
-        prompt = self.prompts[group.id]
+        if id(group) not in self.prompts:  # read once, when the group is drawn (the object lives until it leaves)
+            self.prompts[id(group)] = prompt_of(group.prompt_index)
+        prompt = self.prompts[id(group)]
         request = RolloutRequest(self.next_id, [prompt + m.tokens for m in members], params, seed, limits, history)
         self.in_flight[self.next_id] = (group, members)
         self.next_id += 1
@@ -212,7 +211,7 @@ class AsyncRollouts:
                 m.extend(result.version, list(tokens), list(logprobs))
                 m.finish_reason = reason
         if group.done:
-            self.prompts.pop(group.id, None)
+            self.prompts.pop(id(group), None)
             self.finished.append(group)
         else:
             self.waiting.append(group)
@@ -248,8 +247,8 @@ class AsyncRollouts:
     def close(self) -> None:
         try:
             self._stop_collector()
-        except K15Error:
-            pass  # closing anyway: the failure was (or will be) reported by the pool
+        except BaseException:  # closing anyway (after a failure, or at the end): what the collector met goes with it
+            pass
         finally:
             self.pool.close()
 
@@ -264,5 +263,6 @@ def start_async_rollouts(model, cfg: RLConfig, max_seq_len: int, seed: int, vers
         a.workers, model, max_batch_size=cfg.samples_per_prompt, max_seq_len=max_seq_len, device=device,
         version=version, heartbeat_timeout_s=a.heartbeat_timeout_s,
     )
+    pool.wait_ready()  # the workers' start-up (imports, model, engine) before training, outside rl.max_seconds' clock
     return AsyncRollouts(pool, cfg.samples_per_prompt, cfg.prompts_per_iteration, a.max_staleness, seed, dropped,
                          cfg.max_new_tokens, p.budget, p.max_continuations, collect_while_training=True)

@@ -54,36 +54,49 @@ __all__ = ["Skeleton", "WorkerConfig", "build_model", "run_worker", "skeleton_of
 PR_SET_PDEATHSIG = 1
 
 
+# A module's forward and backward hooks: the trainer's own (closures, bound methods of objects that hold locks
+# or tensors), not the worker's; transformers' output capture installs its hooks again at the first forward.
+_HOOKS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+          "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
 @dataclass
 class Skeleton:
     """The policy without its weights: what a worker builds its model from."""
 
     module: nn.Module  # every parameter and buffer on the meta device
-    ties: list[list[str]]  # names of one shared parameter (tied embeddings), each list longer than one
+    ties: list[list[str]]  # the names of one shared tensor (tied embeddings, a buffer of two modules), each list > 1
     buffers: dict[str, torch.Tensor]  # the non-persistent buffers' values (not in the published state dict)
 
 
-def skeleton_of(model: nn.Module) -> Skeleton:
-    """`model` with meta tensors in place of its own and without forward hooks, without copying its weights (a
-    deepcopy whose memo maps each tensor to an empty meta one; a tied parameter stays one object)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    memo = {id(t): nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad) if isinstance(t, nn.Parameter)
-            else torch.empty_like(t, device="meta") for t in tensors}
+def _names_by_tensor(model: nn.Module) -> dict[int, list[str]]:
+    """Every name of every parameter and buffer, grouped by the tensor they name (parameters first)."""
     names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(t), []).append(name)
+    return names
+
+
+def skeleton_of(model: nn.Module) -> Skeleton:
+    """`model` with meta tensors in place of its own and no forward or backward hooks, without copying its weights
+    or its hooks (a deepcopy whose memo maps each tensor to an empty meta one and each hook table to an empty
+    one; a tensor shared by several names stays one object)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    memo: dict[int, object] = {
+        id(t): nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad) if isinstance(t, nn.Parameter)
+        else torch.empty_like(t, device="meta") for t in tensors}
+    for m in model.modules():
+        for attr in _HOOKS:
+            table = getattr(m, attr, None)
+            if table is not None:
+                memo[id(table)] = type(table)()
     persistent = model.state_dict().keys()
     buffers = {name: b.detach().cpu().clone() for name, b in model.named_buffers() if name not in persistent}
     module = copy.deepcopy(model, memo)
-    for m in module.modules():  # forward hooks are the trainer's, and closures do not pickle (transformers'
-        m._forward_hooks.clear()  # output capture installs its own again at the worker's first forward)
-        m._forward_hooks_with_kwargs.clear()
-        m._forward_hooks_always_called.clear()
-        m._forward_pre_hooks.clear()
-        m._forward_pre_hooks_with_kwargs.clear()
+    for m in module.modules():
         if getattr(m, "_output_capturing_hooks_installed", False):
             m._output_capturing_hooks_installed = False
-    return Skeleton(module, [n for n in names.values() if len(n) > 1], buffers)
+    return Skeleton(module, [n for n in _names_by_tensor(model).values() if len(n) > 1], buffers)
 
 
 @dataclass
@@ -126,11 +139,15 @@ def build_model(config: WorkerConfig) -> nn.Module:
     non-persistent buffers as in the trainer's model."""
     skeleton = config.skeleton
     model = skeleton.module.to_empty(device=config.device)
-    for first, *others in skeleton.ties:  # to_empty gave each name of a tied parameter its own memory
-        shared = model.get_parameter(first)
+    for first, *others in skeleton.ties:  # to_empty gave each name of a shared tensor its own memory
+        owner, _, attr = first.rpartition(".")
+        holder = model.get_submodule(owner)
+        shared = holder._parameters[attr] if attr in holder._parameters else holder._buffers[attr]
         for name in others:
             owner, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(owner), attr, shared)
+            module = model.get_submodule(owner)
+            table = module._parameters if attr in module._parameters else module._buffers
+            table[attr] = shared
     with torch.no_grad():
         for name, value in skeleton.buffers.items():
             model.get_buffer(name).copy_(value)
