@@ -220,3 +220,13 @@ def test_fingerprints_of_finished_runs_survive_keys_added_later():
     assert findings.fingerprint(cfg) == "c7e035450f9c"
     cfg.eval.pass_k = [1, 4]
     assert findings.fingerprint(cfg) != "c7e035450f9c"
+
+
+def test_a_run_ended_by_the_clock_ends_its_curve_at_the_iterations_it_trained(tmp_path):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(rl=SimpleNamespace(iterations=100_000))  # rl.max_seconds ended it long before
+    (tmp_path / "rl").mkdir()
+    assert findings.iterations_done(cfg, tmp_path) == 100_000  # no record: the configured count
+    (tmp_path / "rl" / "drawn.jsonl").write_text("".join(f'{{"iteration": {i}}}\n' for i in range(43)))
+    assert findings.iterations_done(cfg, tmp_path) == 43

@@ -326,18 +326,25 @@ def load_at(cfg, model_dir: str, ckpt: Path | None):
     return model, tok
 
 
+def iterations_done(cfg, run_dir: Path) -> int:
+    """The RL iterations the run trained: rl.iterations, or fewer when rl.max_seconds ended it (one line of
+    rl/drawn.jsonl per iteration)."""
+    drawn = run_dir / "rl" / "drawn.jsonl"
+    return len(drawn.read_text().splitlines()) if drawn.is_file() else cfg.rl.iterations
+
+
 def checkpoint_curve(cfg, run_dir: Path, start_model: str) -> list[dict]:
     """Held-out pass@1 and tokens per level at every saved RL iteration (the final one from the summary)."""
     from k15.eval.evaluate import evaluate
 
-    curve = []
+    curve, final = [], iterations_done(cfg, run_dir)
     for iteration, ckpt in checkpoints(run_dir):
-        if iteration >= cfg.rl.iterations:
+        if iteration >= final:
             continue  # the final model is evaluated by the pipeline
         model, tok = load_at(cfg, start_model, ckpt)
         curve.append({"iteration": iteration, **evaluate(model, tok, cfg.world, cfg.eval, seed=cfg.run.seed).to_dict()})
     summary = json.loads((run_dir / "summary.json").read_text())
-    curve.append({"iteration": cfg.rl.iterations, **summary["eval"]["rl"]})
+    curve.append({"iteration": final, **summary["eval"]["rl"]})
     return curve
 
 
@@ -351,7 +358,8 @@ def guess_curve(cfg, run_dir: Path, start_model: str, n: int = 256) -> list[dict
     from k15.tokenizer import prompt_ids
 
     records = planted(n, "heldout", seed=0, world=cfg.world)
-    points = [(0, None)] + [(i, c) for i, c in checkpoints(run_dir) if i < cfg.rl.iterations] + [(cfg.rl.iterations, "final")]
+    final = iterations_done(cfg, run_dir)
+    points = [(0, None)] + [(i, c) for i, c in checkpoints(run_dir) if i < final] + [(final, "final")]
     out = []
     for iteration, ckpt in points:
         if ckpt == "final":
