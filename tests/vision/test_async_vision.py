@@ -21,9 +21,9 @@ from k15.rl.workers import RolloutRequest, RolloutWorkers
 from k15.rl.workers.worker import WorkerConfig, build_model, skeleton_of
 from k15.rollout.sampling import SamplingParams
 from k15.rollout.vision import VisionRolloutEngine
-from tests.conftest import PROMPT_SETS
 from tests.rl.runs import scalars
 from tests.vision.test_mrope_rollout import mixed_prompts, save_qwen_vl
+from tests.vision.test_own_vlm_cli import vision_rl_args
 from tests.vision.test_pixtral_rows import engine_prompts
 from tools.make_tiny_vlm_checkpoint import make_tiny_vlm_checkpoint
 
@@ -121,14 +121,7 @@ def test_rlmodule_trains_a_vlm_on_image_prompts_through_a_worker(tok, make_vlm, 
 def test_vision_rl_runs_asynchronously_from_the_command_line(tmp_path, capsys):
     ckpt = make_tiny_vlm_checkpoint(tmp_path / "ckpt", "qwen2_5_vl")
     run = tmp_path / "run"
-    geometry = PROMPT_SETS / "geometry_tiny.parquet"
-    code = main([
-        "vision_rl", f"model.init_from={ckpt}", f"rl.prompt_path={geometry}", f"eval.prompt_path={geometry}",
-        "data.answer_from=boxed", "trainer=cpu", "run.threads=1", f"run.dir={run}", "model.max_seq_len=256",
-        "rl.iterations=2", "rl.prompts_per_iteration=2", "rl.samples_per_prompt=2", "rl.max_new_tokens=12",
-        "rl.partial.budget=6", "rl.async.workers=1", "rl.minibatches=1", "rl.lr=1e-3", "eval.max_new_tokens=12",
-        "eval.samples_per_problem=2", "eval.pass_k=[1,2]", "eval.batch_size=8", "trainer.progress=false",
-    ])
+    code = main(vision_rl_args(ckpt, run, "rl.partial.budget=6", "rl.async.workers=1"))
     assert code == 0, capsys.readouterr().err[-2000:]
     assert json.loads((run / "summary.json").read_text())["eval"]["rl"]["pass@1"] >= 0.0
     curves = scalars(run)
