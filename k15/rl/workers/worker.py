@@ -9,8 +9,9 @@ or CUDA). Its steps:
 2. Build the policy from its skeleton (`skeleton_of`: the trainer's module with every tensor on the
    meta device, so any policy class pickles without its weights: a transformers causal LM, k15's
    VLM, a transformers VLM) and give it empty CPU (or `device`) memory: no random init, since the
-   weights come next. Tied parameters are tied again (to_empty gives each name its own memory) and
-   the non-persistent buffers (rotary inv_freq of the decoder and of a vision tower), which are not
+   weights come next. Every name of a shared tensor (tied embeddings, a buffer of two modules) is tied
+   again (to_empty gives each name its own memory), the trainer's hooks are left behind, and the
+   non-persistent buffers (rotary inv_freq of the decoder and of a vision tower), which are not
    in the published state dict, are set from the values the skeleton carries; transformers' record of
    which outputs each model class can capture (filled by __init__, which an unpickled model never
    ran) is filled in.
