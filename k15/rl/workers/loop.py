@@ -110,20 +110,13 @@ class AsyncRollouts:
         slot, waited = 0, 0.0
         usable: list[Group] = []
         ages: list[int] = []
-        counts = self.counts
         while len(usable) < self.groups:
             # 2 x groups outstanding, less what this round took: a drop is replaced at once, a use is not
             want = 2 * self.groups - len(usable) - len(self.in_flight) - len(self.waiting) - len(self.finished)
             for index in draw(want) if want > 0 else []:
                 self._submit(Group(f"{iteration}.{slot}", index, [Trajectory() for _ in range(self.k)]), prompt_of, params)
                 slot += 1
-            waiting, self.waiting = self.waiting, []
-            for group in waiting:  # continue at once, unless too stale to be trained on ever
-                if iteration - oldest_version(group) > self.max_staleness:
-                    self.dropped += 1
-                    self.prompts.pop(id(group), None)
-                else:
-                    self._submit(group, prompt_of, params)
+            self._continue_waiting(iteration, prompt_of, params, drop_stale=True)
             if self.finished:
                 group = self.finished.pop(0)
                 age = iteration - oldest_version(group)
@@ -137,9 +130,10 @@ class AsyncRollouts:
             result = self.pool.get()  # raises K15Error, naming the worker, if one dies or hangs
             waited += time.perf_counter() - t
             self._busy_s += result.seconds
-            self._arrived(result, counts)
+            self._arrived(result)
         self.ages = ages
-        done = RolloutRound(usable, counts["tokens"], self._stats(iteration, usable, ages, waited, counts))
+        tokens = self.counts["tokens"]  # before _stats starts the next round's counts
+        done = RolloutRound(usable, tokens, self._stats(iteration, usable, ages, waited))
         if self.collect_while_training:
             self._start_collector(iteration + 1, prompt_of, params)
         return done
@@ -148,8 +142,9 @@ class AsyncRollouts:
         """Step 5: while the trainer trains, a thread takes each result as it arrives and resubmits the unfinished
         members of its group at once, so the workers do not wait for the next round to continue them. It draws
         no prompts (the sampler is the trainer's) and reads none (a group's prompt is kept from its first
-        request: no tokenizer or image file is touched beside the training thread), and leaves alone a group that will be too stale for `version`
-        (the next round drops it and counts it). The next `run` stops it before touching the state."""
+        request: no tokenizer or image file is touched beside the training thread), and leaves alone a group that
+        will be too stale for `version` (the next round drops it and counts it). The next `run` stops it before
+        touching the state."""
         self._stop_collecting.clear()
 
         def collect() -> None:
@@ -159,14 +154,8 @@ class AsyncRollouts:
                     if result is None:
                         continue
                     self._busy_s += result.seconds
-                    self._arrived(result, self.counts)
-                    waiting, self.waiting = self.waiting, []
-                    for group in waiting:
-                        if version - oldest_version(group) > self.max_staleness:
-                            self.waiting.append(group)
-                        else:
-                            self._submit(group, prompt_of, params)
-                            self.resubmitted_while_training += 1
+                    self._arrived(result)
+                    self.resubmitted_while_training += self._continue_waiting(version, prompt_of, params, drop_stale=False)
             except BaseException as failure:  # a dead or hung worker (K15Error), or a bug: the next round raises it
                 self._collector_failure = failure
 
@@ -183,6 +172,23 @@ class AsyncRollouts:
             failure, self._collector_failure = self._collector_failure, None
             raise failure
 
+    def _continue_waiting(self, version: int, prompt_of: Callable[[int], list[int]], params: SamplingParams,
+                          drop_stale: bool) -> int:
+        """Resubmit every waiting group that `version` may still train on; returns how many. One too stale (its
+        staleness can only grow) is dropped and counted (`drop_stale`: the round), or left waiting for the round
+        that will drop it (the collector)."""
+        waiting, self.waiting, submitted = self.waiting, [], 0
+        for group in waiting:
+            if version - oldest_version(group) <= self.max_staleness:
+                self._submit(group, prompt_of, params)
+                submitted += 1
+            elif drop_stale:
+                self.dropped += 1
+                self.prompts.pop(id(group), None)
+            else:
+                self.waiting.append(group)
+        return submitted
+
     def _submit(self, group: Group, prompt_of: Callable[[int], list[int]], params: SamplingParams) -> None:
         """One request for the group's unfinished members (all k of a new group), each continuing from its tokens so far."""
         members = [m for m in group.members if not m.done]
@@ -197,16 +203,16 @@ class AsyncRollouts:
         self.next_id += 1
         self.pool.submit(request)
 
-    def _arrived(self, result: RolloutResult, counts: Counter[str]) -> None:
+    def _arrived(self, result: RolloutResult) -> None:
         """Extend the request's members by the result's segment, made by `result.version`; file the group as
         finished or waiting."""
         group, members = self.in_flight.pop(result.id)
         for m, tokens, logprobs, reason in zip(members, result.tokens, result.logprobs, result.finish_reasons, strict=True):
-            counts["rows"] += 1
-            counts["continued"] += bool(m.segments)
-            counts["tokens"] += len(tokens)
+            self.counts["rows"] += 1
+            self.counts["continued"] += bool(m.segments)
+            self.counts["tokens"] += len(tokens)
             if self.budget:
-                counts[settle(m, result.version, list(tokens), list(logprobs), reason, self.max_new_tokens, self.max_continuations)] += 1
+                self.counts[settle(m, result.version, list(tokens), list(logprobs), reason, self.max_new_tokens, self.max_continuations)] += 1
             else:  # the whole response in one request: whatever ended it is its end
                 m.extend(result.version, list(tokens), list(logprobs))
                 m.finish_reason = reason
@@ -216,7 +222,7 @@ class AsyncRollouts:
         else:
             self.waiting.append(group)
 
-    def _stats(self, iteration: int, usable: list[Group], ages: list[int], waited: float, counts: Counter[str]) -> dict[str, float]:
+    def _stats(self, iteration: int, usable: list[Group], ages: list[int], waited: float) -> dict[str, float]:
         now = time.perf_counter()
         wall = max(now - self._since, 1e-9)  # since the last round: the trainer's own work overlaps the workers'
         stats = {
@@ -232,7 +238,8 @@ class AsyncRollouts:
             stats["async/resubmitted_while_training"] = float(self.resubmitted_while_training)
         if self.budget:  # the synchronous loop's rollout/* curves; its buffer is what is in flight or waiting here
             held = [g for g, _ in self.in_flight.values()] + self.waiting
-            stats.update(partial_stats(iteration, usable, counts["rows"], counts["continued"], counts["saved"], counts["capped"],
+            c = self.counts
+            stats.update(partial_stats(iteration, usable, c["rows"], c["continued"], c["saved"], c["capped"],
                                        sum(not m.done for g in held for m in g.members), len(held) + len(self.finished)))
         self._busy_s, self._since = 0.0, now
         self.counts, self.resubmitted_while_training = Counter(), 0
